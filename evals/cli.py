@@ -1,0 +1,174 @@
+"""``qtha-eval``: evaluate frozen adapters against the base model, browse the registry, benchmark.
+
+qtha-eval run --task gsm8k --data gsm8k:test.jsonl --artifacts runs/math-qtha/artifact runs/math-lora/artifact --out reports/math
+qtha-eval run --task counseling --data esconv:test.jsonl --artifacts runs/counsel-qtha/artifact --limit 50 --out reports/c
+qtha-eval history [--json]          qtha-eval compare 3 4
+qtha-eval bench simulator|train-step|serve|device ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+# bench modules, each with register(subparsers) adding its own sub-command
+BENCHES = ("simulator", "train_step", "serve", "device")
+
+
+def _print_results(summary: dict[str, Any]) -> None:
+    print(summary.get("headline") or "")
+    for r in summary["results"]:
+        main = "error_rate" if "error_rate" in r else "eval_loss"
+        extra = ""
+        if "token_error_rate" in r:
+            extra += f"  token_err {r['token_error_rate']:.3f}"
+        if r.get("safety_pass_rate") is not None:
+            extra += f"  safety {r['safety_pass_rate']:.0%}"
+        print(
+            f"  {r['name']:<28} {main} {r[main]:.4f}  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+            f"  params {r['trainable_params']:>9,}{extra}"
+        )
+    print(f"report: {summary['report_html']}  (markdown: {summary['report_md']})")
+    print(f"registry evaluation id: {summary['evaluation_id']}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_evaluation
+
+    summary = run_evaluation(
+        task=args.task,
+        data=args.data,
+        model=args.model,
+        artifacts=args.artifacts,
+        out=args.out,
+        limit=args.limit,
+        seeds=args.seeds,
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+        registry=args.registry,
+        safety_probes=not args.no_safety,
+    )
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        _print_results(summary)
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from .registry import Registry
+
+    evaluations = Registry(args.registry).list_evaluations()
+    if args.json:
+        print(json.dumps({"evaluations": evaluations}, default=str))
+        return 0
+    if not evaluations:
+        print("no evaluations recorded yet")
+    for e in evaluations:
+        print(f"{e['id']:>4}  {e['created']}  {e['task']:<12} {e['data']}  ({e.get('model')})")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .registry import Registry
+
+    result = Registry(args.registry).compare(args.a, args.b)
+    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qtha-eval",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(__doc__ or "").split("\n", 2)[-1],
+    )
+    parser.add_argument(
+        "--registry",
+        default=None,
+        help="registry SQLite file (default: $QTHA_REGISTRY or ~/.local/share/qtha/registry.db)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="evaluate the base model and frozen artifacts on a task, with a report")
+    p.add_argument("--task", required=True, help="gsm8k | synthetic-math | counseling")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="data spec, e.g. gsm8k:/data/gsm8k/test.jsonl or esconv:/data/esconv/test.jsonl",
+    )
+    p.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="base model (default: the embedded SmolLM2-135M-Instruct)",
+    )
+    p.add_argument(
+        "--artifacts", nargs="*", default=[], help="frozen artifact folders (LoRA and QTHA side by side)"
+    )
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
+    p.add_argument("--seeds", type=int, default=1, help="bootstrap/decoding seeds (default 1: greedy)")
+    p.add_argument(
+        "--max-tokens",
+        dest="max_tokens",
+        type=int,
+        default=None,
+        help="generation length (math 256, counselling 96)",
+    )
+    p.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=8, help="generation/scoring batch size"
+    )
+    p.add_argument(
+        "--no-safety", dest="no_safety", action="store_true", help="skip the safety probe set (counselling)"
+    )
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("history", help="list recorded evaluations")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_history)
+
+    p = sub.add_parser("compare", help="two recorded evaluations side by side")
+    p.add_argument("a", type=int)
+    p.add_argument("b", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_compare)
+
+    bench = sub.add_parser("bench", help="performance benchmarks (print figures; --json for machines)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    for name in BENCHES:
+        try:
+            module = importlib.import_module(f"evals.bench.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"evals.bench.{name}":
+                raise
+            continue
+        module.register(bench_sub)
+
+    try:
+        robustness = importlib.import_module("evals.robustness")
+        robustness.register(sub)
+    except ModuleNotFoundError as exc:
+        if exc.name != "evals.robustness":
+            raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, OSError) as exc:  # the user's input: a clear line, no traceback
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"qtha-eval {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""``qtha-eval run``: the base model and frozen adapters side by side on one task, with a report.
+
+Every artifact is checked before any model is loaded (exists, hashes match, made for this base model);
+the base model is always evaluated too, with the same prompts and decoding. Results get 95% bootstrap
+intervals, relative error reductions against the base and against LoRA, trainable parameters from the
+manifests, a Markdown + HTML report, and one registry entry (written in a single transaction).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from quantum_adapters.artifact import ArtifactError, verify
+from quantum_adapters.models import resolve_model
+
+from .metrics import bootstrap_ci, relative_reduction
+
+__all__ = ["TASKS", "EvalError", "artifact_label", "run_evaluation"]
+
+TASKS = {"gsm8k": "math", "synthetic-math": "math", "math": "math", "counseling": "counseling"}
+
+
+class EvalError(ValueError):
+    """A problem with the evaluation's inputs; the message says which and why."""
+
+
+def artifact_label(path: Path, manifest: dict[str, Any]) -> str:
+    """A readable name: the run folder's name (artifacts live in RUN/artifact), else the folder's."""
+    folder = path.resolve()
+    return folder.parent.name if folder.name == "artifact" else folder.name
+
+
+def _labels(paths: list[Path], manifests: list[dict]) -> list[str]:
+    labels = [artifact_label(p, m) for p, m in zip(paths, manifests, strict=True)]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if labels.count(label) == 1 else f"{label}-{seen[label]}")
+    return out
+
+
+def _curve(manifest: dict[str, Any]) -> list[tuple[int, float]]:
+    run_dir = (manifest.get("training") or {}).get("run_dir")
+    path = Path(run_dir) / "metrics.jsonl" if run_dir else None
+    if not path or not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def run_evaluation(
+    *,
+    task: str,
+    data: str,
+    model: str,
+    artifacts: list[str],
+    out: str,
+    limit: int | None = None,
+    seeds: int = 1,
+    max_tokens: int | None = None,
+    batch_size: int = 8,
+    registry: str | None = None,
+    safety_probes: bool = True,
+) -> dict[str, Any]:
+    from serving.engine import BASE, Engine
+    from training.data import load
+
+    from . import counseling_eval, math_eval
+    from .registry import Registry
+    from .report import build_report, headline
+
+    if task not in TASKS:
+        raise EvalError(f"--task: expected one of {', '.join(TASKS)}; got {task!r}")
+    if limit is not None and limit < 1:
+        raise EvalError(f"--limit: expected a positive number of examples; got {limit}")
+    if seeds < 1:
+        raise EvalError(f"--seeds: expected at least 1; got {seeds}")
+    domain = TASKS[task]
+
+    # 1. artifacts and base model identity, before anything heavy
+    source = resolve_model(model)
+    paths = [Path(a) for a in artifacts]
+    manifests = []
+    for p in paths:
+        manifest, _ = verify(p)
+        made_for = manifest["base_model"]
+        if made_for.get("sha256") != source.sha256:
+            raise ArtifactError(
+                f"{p}: made for base model {made_for.get('name')} (sha256 {str(made_for.get('sha256'))[:12]}...), "
+                f"but --model is {source.name} (sha256 {source.sha256[:12]}...)"
+            )
+        manifests.append(manifest)
+    labels = _labels(paths, manifests)
+
+    # 2. data
+    examples, report = load(data, limit=limit)
+    if not examples:
+        raise EvalError(f"--data {data}: no examples ({report.as_dict()})")
+    wrong = [ex for ex in examples if ex.domain != domain]
+    if wrong:
+        raise EvalError(
+            f"--task {task} expects {domain} data, but --data {data} holds {wrong[0].domain} examples "
+            f"(first: {wrong[0].source})"
+        )
+    examples = examples[:limit] if limit else examples
+
+    # 3. evaluate
+    t0 = time.time()
+    engine = Engine(source, dict(zip(labels, paths, strict=True)))
+    embed = None
+    reply_fn = None
+    if domain == "counseling":
+        from serving.embeddings import load_embedder
+
+        embedder = load_embedder()
+
+        def embed(texts: list[str]):
+            return embedder.encode(texts, normalize_embeddings=True, convert_to_tensor=True)
+
+        if safety_probes:
+            from serving.service import ChatService
+
+            service = ChatService(engine, embedder=embedder)
+
+            def reply_fn(prompt: str, name: str) -> str:
+                return service.complete([{"role": "user", "content": prompt}], model=name, max_tokens=96).text
+
+    results: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    names = [BASE, *labels]
+    for name in names:
+        per: dict[str, list[float]] = {}
+        if domain == "math":
+            metrics = math_eval.run(
+                engine,
+                examples,
+                name,
+                max_tokens=max_tokens or 256,
+                batch_size=batch_size,
+                records=records,
+                per_example=per,
+            )
+            main_key = "error_rate"
+        else:
+            metrics = counseling_eval.run(
+                engine,
+                examples,
+                name,
+                max_tokens=max_tokens or 96,
+                batch_size=batch_size,
+                embed=embed,
+                reply_fn=reply_fn,
+                records=records,
+                per_example=per,
+            )
+            main_key = "eval_loss"
+        low, high = bootstrap_ci(per[main_key], seed=0)
+        row: dict[str, Any] = {"name": name, **metrics, "ci_low": low, "ci_high": high}
+        if "token_error_rate" in per:
+            row["token_error_rate_ci"] = list(bootstrap_ci(per["token_error_rate"], seed=0))
+        info = engine.info(name)
+        row["trainable_params"] = info["trainable_params"]
+        row["method"] = info["method"]
+        row["variant"] = info.get("variant")
+        row["artifact"] = info.get("path")
+        results.append(row)
+
+    # 4. comparisons
+    main_key = "error_rate" if domain == "math" else "eval_loss"
+    base_row = results[0]
+    lora_rows = [r for r in results if r["method"] == "lora"]
+    for r in results[1:]:
+        r["reduction_vs_base"] = relative_reduction(r[main_key], base_row[main_key])
+        if lora_rows and r["method"] != "lora":
+            r["reduction_vs_lora"] = relative_reduction(r[main_key], lora_rows[0][main_key])
+            r["params_vs_lora"] = r["trainable_params"] / max(lora_rows[0]["trainable_params"], 1)
+
+    qtha_rows = [r for r in results if r["method"] == "qtha" and r.get("variant") == "ABC"] or [
+        r for r in results if r["method"] == "qtha"
+    ]
+    head = headline(
+        {"base_error_rate": base_row[main_key], "qtha_error_rate": qtha_rows[0][main_key]}
+        if domain == "math" and qtha_rows
+        else None,
+        {"qtha_eval_loss": qtha_rows[0][main_key], "lora_eval_loss": lora_rows[0][main_key]}
+        if domain == "counseling" and qtha_rows and lora_rows
+        else None,
+        {
+            "qtha_trainable_params": qtha_rows[0]["trainable_params"],
+            "lora_trainable_params": lora_rows[0]["trainable_params"],
+        }
+        if qtha_rows and lora_rows
+        else None,
+    )
+    curves = {label: _curve(m) for label, m in zip(labels, manifests, strict=True)}
+    samples = _samples(records, names)
+    out_dir = Path(out)
+    shown = [
+        {k: v for k, v in r.items() if k not in ("artifact", "method", "token_error_rate_ci")}
+        for r in results
+    ]
+    md, html = build_report(
+        f"qtha evaluation: {task} on {data}",
+        shown,
+        out_dir,
+        curves={k: v for k, v in curves.items() if v},
+        samples=samples,
+        headline=head,
+    )
+    (out_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    seconds = round(time.time() - t0, 1)
+
+    # 5. registry: training runs of the artifacts, then the evaluation, each in one transaction
+    reg = Registry(registry)
+    for label, m in zip(labels, manifests, strict=True):
+        training = m.get("training") or {}
+        cfg = training.get("config") or {}
+        run_metrics = m.get("metrics") or {}
+        reg.record_run(
+            {
+                "id": f"{label}:{m['files']['adapter_model.safetensors'][:12]}",
+                "method": m["adapter"]["method"],
+                "variant": m["adapter"].get("variant"),
+                "model": m["base_model"].get("name"),
+                "data": str(cfg.get("data")) if cfg.get("data") is not None else None,
+                "steps": training.get("steps"),
+                "loss_first": run_metrics.get("loss_first"),
+                "loss_last": run_metrics.get("loss_last"),
+                "trainable_params": m["parameters"]["trainable"],
+                "artifact": str(paths[labels.index(label)].resolve()),
+                "config_json": cfg,
+                "metrics_path": str(Path(training["run_dir"]) / "metrics.jsonl")
+                if training.get("run_dir")
+                else None,
+            }
+        )
+    summary = {
+        "task": task,
+        "data": data,
+        "model": source.name,
+        "limit": limit,
+        "seeds": seeds,
+        "n": len(examples),
+        "seconds": seconds,
+        "headline": head,
+        "results": results,
+        "report_md": str(md),
+        "report_html": str(html),
+    }
+    summary["evaluation_id"] = reg.record_evaluation(
+        {
+            "task": task,
+            "data": data,
+            "model": source.name,
+            "limit": limit,
+            "seeds": seeds,
+            "report_md": str(md),
+            "report_html": str(html),
+            "json": summary,
+        },
+        [
+            {
+                "name": r["name"],
+                "artifact": r.get("artifact"),
+                "error_rate": r.get("error_rate"),
+                "eval_loss": r.get("eval_loss"),
+                "token_error_rate": r.get("token_error_rate"),
+                "safety_pass_rate": r.get("safety_pass_rate"),
+                "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"],
+                "trainable_params": r["trainable_params"],
+                "metrics": r,
+            }
+            for r in results
+        ],
+    )
+    return summary
+
+
+def _samples(records: list[dict[str, Any]], names: list[str], k: int = 4) -> list[dict[str, Any]]:
+    """The first ``k`` items with every model's answer side by side."""
+    by_source: dict[str, dict[str, Any]] = {}
+    for r in records:
+        item = by_source.setdefault(
+            r["source"], {"prompt": r["prompt"], "reference": r["reference"], "answers": {}}
+        )
+        item["answers"][r["model"]] = r["output"]
+    full = [v for v in by_source.values() if all(n in v["answers"] for n in names)]
+    return full[:k]

@@ -1,0 +1,146 @@
+"""``qtha-adapters``: count parameters, verify frozen artifacts, print their circuits as OpenQASM.
+
+qtha-adapters params --config CONFIG.json --r 8 --targets q_proj,v_proj [--json]
+qtha-adapters verify ARTIFACT
+qtha-adapters qasm ARTIFACT [--module NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["count_params", "main"]
+
+
+def count_params(
+    config_path: str | Path,
+    r: int,
+    n_layers: int | None = None,
+    targets: list[str] | None = None,
+    variant: str = "ABC",
+    bottleneck: int | None = None,
+) -> dict[str, float]:
+    """Trainable parameters of QTHA and of PEFT's LoRA (same r, same targets) for a model config.
+
+    The model is built on the meta device: no weights are allocated or loaded.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .config import QTHAConfig
+
+    path = Path(config_path)
+    if not path.is_file():
+        raise ValueError(f"--config: file not found: {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config {path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+    if "model_type" not in raw:
+        raise ValueError(f"--config {path}: field 'model_type' is missing (not a Hugging Face model config)")
+    hf_config = AutoConfig.for_model(**raw)
+    targets = targets or ["q_proj", "v_proj"]
+
+    def trainable(peft_config) -> int:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_config)
+        model = get_peft_model(model, peft_config)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    qtha = trainable(
+        QTHAConfig(r=r, n_layers=n_layers, target_modules=targets, variant=variant, bottleneck=bottleneck)
+    )
+    lora = trainable(LoraConfig(r=r, target_modules=targets))
+    return {
+        "qtha_trainable": qtha,
+        "lora_trainable": lora,
+        "ratio": qtha / lora,
+        "reduction_vs_lora": 1 - qtha / lora,
+    }
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    result = count_params(args.config, args.r, args.layers, targets, args.variant, args.bottleneck)
+    result = {"config": str(args.config), "r": args.r, "targets": targets, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"model config      {args.config}")
+        print(f"targets, r        {','.join(targets)}, r={args.r}")
+        print(f"QTHA trainable    {result['qtha_trainable']:,}")
+        print(f"LoRA trainable    {result['lora_trainable']:,}")
+        print(f"QTHA / LoRA       {result['ratio']:.1%}  ({result['reduction_vs_lora']:.1%} fewer)")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .artifact import verify
+
+    manifest, blobs = verify(args.artifact)
+    base = manifest["base_model"]
+    print(
+        f"ok: {args.artifact} ({len(blobs)} files verified; {manifest['adapter']['method']} adapter for "
+        f"{base.get('name')} sha256 {str(base.get('sha256'))[:12]}...)"
+    )
+    return 0
+
+
+def _cmd_qasm(args: argparse.Namespace) -> int:
+    from safetensors.torch import load
+
+    from .artifact import WEIGHTS_FILE, module_qasm, verify
+
+    _, blobs = verify(args.artifact)
+    print(module_qasm(load(blobs[WEIGHTS_FILE]), args.module), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qtha-adapters", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "params", help="count trainable parameters of QTHA vs LoRA for a model config (no weights)"
+    )
+    p.add_argument(
+        "--config", required=True, help="a Hugging Face config.json (e.g. configs/hf/qwen2.5-7b.json)"
+    )
+    p.add_argument("--r", type=int, default=8, help="rank = qubits (default 8)")
+    p.add_argument("--layers", type=int, default=None, help="circuit layers (default r)")
+    p.add_argument(
+        "--targets", default="q_proj,v_proj", help="comma-separated module names (default q_proj,v_proj)"
+    )
+    p.add_argument(
+        "--variant", default="ABC", choices=["ABC", "AB", "BC"], help="adapter variant (default ABC)"
+    )
+    p.add_argument("--bottleneck", type=int, default=None, help="MPO bottleneck m (default: per-layer rule)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("verify", help="check every file of a frozen artifact against its manifest")
+    p.add_argument("artifact", help="artifact directory")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("qasm", help="print the trained circuit of an artifact as OpenQASM")
+    p.add_argument("artifact", help="artifact directory")
+    p.add_argument("--module", default=None, help="adapted module name (default: the first with a circuit)")
+    p.set_defaults(func=_cmd_qasm)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:  # user input problems: one line, no traceback
+        print(f"qtha-adapters {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

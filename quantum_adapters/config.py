@@ -1,0 +1,156 @@
+"""Configuration of a quantum tensor hybrid adapter (QTHA).
+
+One dataclass, validated in ``__post_init__``, documented field by field. It is a PEFT config, so it
+round-trips through ``adapter_config.json`` and ``PeftModel.from_pretrained`` like LoRA's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from peft.config import PeftConfig
+
+from ._peft_type import QTHA_PEFT_TYPE
+
+__all__ = ["BACKENDS", "VARIANTS", "QTHAConfig", "default_bottleneck"]
+
+VARIANTS = ("ABC", "AB", "BC")
+BACKENDS = ("fast", "pennylane")
+
+
+def default_bottleneck(d_in: int, d_out: int) -> int:
+    """The bottleneck size ``m`` used when the config leaves it unset.
+
+    Rule: the power of two nearest to ``max(d_in, d_out) / 16``, clamped to [16, 256].
+    It gives the reference's m = 256 on 7B-class layers (3584 / 16 = 224 -> 256) and keeps the two MPOs
+    small next to LoRA's ``r * (d_in + d_out)`` on small models (576 -> 32 on SmolLM2-135M).
+    """
+    target = max(d_in, d_out) / 16
+    return int(min(256, max(16, 2 ** round(math.log2(max(target, 1.0))))))
+
+
+def _field(default, help_text: str, **kw):
+    return field(default=default, metadata={"help": help_text}, **kw)
+
+
+@dataclass
+class QTHAConfig(PeftConfig):
+    """A quantum tensor hybrid adapter: MPO -> linear -> r-qubit circuit (+ classical path) -> linear -> MPO."""
+
+    r: int = _field(8, "Rank = number of qubits of the circuit (the bottleneck the circuit acts on). >= 2.")
+    """Rank of the adapter and number of qubits of its circuit (>= 2: the CRZ rings need two wires)."""
+
+    n_layers: int | None = _field(None, "Circuit depth (data re-uploading layers). Default: r.")
+    """Number of circuit layers L; each has 4*r trainable angles. ``None`` means L = r (the reference)."""
+
+    bottleneck: int | None = _field(None, "MPO bottleneck size m. Default: see default_bottleneck().")
+    """Width m between the MPOs and the r-wide linear maps. ``None`` applies :func:`default_bottleneck`
+    per adapted layer."""
+
+    bond_dim: int = _field(8, "Bond dimension of the MPO (tensor-train) cores.")
+    """Bond dimension of the matrix-product operators (8 in the reference). Larger = more expressive."""
+
+    mpo_cores: int = _field(4, "Number of cores of each MPO.")
+    """How many cores each MPO has; d_in, d_out and m are factored into this many modes."""
+
+    alpha: float = _field(16.0, "Scaling numerator: the adapter's output is multiplied by alpha / r.")
+    """The delta is scaled by ``alpha / r``, as in LoRA, so changing r does not rescale the learning rate."""
+
+    dropout: float = _field(0.05, "Dropout on the adapter's input, in [0, 1).")
+    """Dropout applied to x before the first MPO (training only)."""
+
+    target_modules: list[str] | str | None = _field(
+        None, "Module names to adapt (suffix match, or a regex string). Default: q_proj, v_proj."
+    )
+    """Names of the linear layers to adapt. ``None`` uses q_proj and v_proj as the reference does."""
+
+    exclude_modules: list[str] | str | None = _field(None, "Module names never to adapt.")
+    """Names (or a regex) of modules to skip even if they match ``target_modules``."""
+
+    variant: Literal["ABC", "AB", "BC"] = _field(
+        "ABC", "ABC = MPO + circuit (reference); AB = MPO, no circuit (ablation); BC = circuit, no MPO."
+    )
+    """Which parts are present: ``ABC`` the full adapter, ``AB`` the no-circuit control (MPO + linear
+    maps with the classical path only), ``BC`` no MPO (W_A -> circuit + classical path -> W_B)."""
+
+    backend: Literal["fast", "pennylane"] = _field(
+        "fast", "Circuit execution: 'fast' (exact torch simulator) or 'pennylane' (a named device)."
+    )
+    """How the circuit runs. ``fast`` is the exact batched simulator; ``pennylane`` sends it to ``device``."""
+
+    device: str | None = _field(None, "PennyLane device name when backend='pennylane' (e.g. default.qubit).")
+    """PennyLane device used with ``backend='pennylane'``; ``None`` means ``default.qubit``."""
+
+    init_seed: int | None = _field(None, "Seed for the adapter's initial weights (None: torch's global RNG).")
+    """Seed for initialising the adapter's weights, so two runs with the same seed start identical."""
+
+    layers_to_transform: list[int] | int | None = _field(None, "Only adapt these decoder layer indices.")
+    """Restrict adaptation to these layer indices (needs ``layers_pattern`` for unusual models)."""
+
+    layers_pattern: list[str] | str | None = _field(
+        None, "Name of the layer list, used with layers_to_transform."
+    )
+    """The attribute holding the decoder layers, e.g. ``layers``."""
+
+    modules_to_save: list[str] | None = _field(None, "Extra modules to train and save in full.")
+    """Modules besides the adapters that are set trainable and saved."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = QTHA_PEFT_TYPE
+        if self.target_modules is None:
+            self.target_modules = ["q_proj", "v_proj"]
+        if isinstance(self.target_modules, (list, tuple, set)):
+            self.target_modules = set(self.target_modules)
+        if isinstance(self.exclude_modules, (list, tuple)):
+            self.exclude_modules = set(self.exclude_modules)
+        _check_int("r", self.r, minimum=2, why="the circuit has one qubit per rank and its CRZ rings need 2")
+        if self.r > 16:
+            raise ValueError(
+                f"QTHAConfig.r: expected at most 16 (a 2^r state vector is simulated per token); got {self.r}"
+            )
+        if self.n_layers is None:
+            self.n_layers = self.r
+        _check_int("n_layers", self.n_layers, minimum=1)
+        if self.bottleneck is not None:
+            _check_int("bottleneck", self.bottleneck, minimum=self.r, why="it must be at least r")
+        _check_int("bond_dim", self.bond_dim, minimum=1)
+        _check_int("mpo_cores", self.mpo_cores, minimum=1)
+        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or self.alpha <= 0:
+            raise ValueError(f"QTHAConfig.alpha: expected a positive number; got {self.alpha!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"QTHAConfig.dropout: expected a number in [0, 1); got {self.dropout!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(
+                f"QTHAConfig.variant: expected one of {', '.join(VARIANTS)}; got {self.variant!r}"
+            )
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"QTHAConfig.backend: expected one of {', '.join(BACKENDS)}; got {self.backend!r}"
+            )
+        if self.backend == "fast" and self.device not in (None, "default.qubit"):
+            raise ValueError(
+                f"QTHAConfig.device: a device ({self.device!r}) only applies with backend='pennylane'; "
+                "set backend='pennylane' or leave device unset"
+            )
+
+    @property
+    def scaling(self) -> float:
+        """Multiplier of the adapter's output: alpha / r."""
+        return float(self.alpha) / self.r
+
+    @property
+    def has_circuit(self) -> bool:
+        return self.variant in ("ABC", "BC")
+
+    @property
+    def has_mpo(self) -> bool:
+        return self.variant in ("ABC", "AB")
+
+
+def _check_int(name: str, value: object, *, minimum: int, why: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"QTHAConfig.{name}: expected an integer >= {minimum}{reason}; got {value!r}")

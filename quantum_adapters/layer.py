@@ -1,0 +1,198 @@
+"""The QTHA layer: a frozen ``nn.Linear`` plus a quantum tensor hybrid delta.
+
+Quantum tensor hybrid adaptation, Origin Quantum, arXiv 2503.12790. Per token x (d_in), variant ABC:
+
+    a = MPO_A(dropout(x))          (d_in -> m)   tensor-train matrix
+    c = W_A a                      (m -> r)      circuit input angles
+    q = QNN_theta(c)               (r -> r)      r-qubit re-uploading circuit, q_i = <Z_i>
+    h = QW q + CW c                (r -> r)      linear fusion of the quantum and classical paths
+    y = W0 x + (alpha / r) * MPO_B(W_B h)        (r -> m -> d_out); MPO_B's last core starts at 0
+
+Variant AB drops the circuit (h = CW c): the ablation that shows what the circuit adds.
+Variant BC drops the MPOs (c = W_A x with W_A: d_in -> r, and W_B: r -> d_out starts at 0).
+
+The circuit acts on activations, so the delta is not a matrix and cannot be merged into W0.
+All adapter maths runs in float32 whatever the base dtype; the result is cast back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from .circuit import execute, weight_shape
+from .config import QTHAConfig, default_bottleneck
+from .mpo import MPOLinear
+
+__all__ = ["NotMergeableError", "QTHALayer", "QTHALinear", "QuantumCircuitLayer"]
+
+MERGE_MESSAGE = (
+    "QTHA adapters cannot be merged into the base weights: the quantum circuit acts on each token's "
+    "activations (a non-linear map), so the adapter is not a weight delta. Serve the frozen adapter "
+    "alongside the base model instead."
+)
+
+
+class NotMergeableError(RuntimeError):
+    """Raised by every merge entry point of a QTHA adapter."""
+
+
+class QuantumCircuitLayer(nn.Module):
+    """The r-qubit circuit as a module: (..., r) angles -> (..., r) expectation values <Z_i>."""
+
+    def __init__(self, n_qubits: int, n_layers: int, backend: str = "fast", device: str | None = None):
+        super().__init__()
+        self.n_qubits, self.n_layers = n_qubits, n_layers
+        self.backend, self.device_name = backend, device
+        self.execution: dict[str, Any] = {}  # extra options for circuit.execute (shots, noise, ...)
+        self.weights = nn.Parameter(torch.empty(weight_shape(n_qubits, n_layers)))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Uniform angles in [0, 2*pi), as PennyLane's TorchLayer initialises circuit weights."""
+        with torch.no_grad():
+            self.weights.copy_(torch.rand(self.weights.shape, generator=generator) * 2 * math.pi)
+
+    def configure(self, backend: str | None = None, device: str | None = None, **execution: Any) -> None:
+        """Change how the circuit runs (e.g. ``backend='pennylane', device=..., shots=1000``) without
+        touching its weights; ``configure(backend='fast')`` restores exact simulation."""
+        if backend is not None:
+            self.backend = backend
+            self.device_name = device
+        self.execution = {k: v for k, v in execution.items() if v is not None}
+
+    def forward(self, angles: torch.Tensor) -> torch.Tensor:
+        return execute(angles, self.weights, backend=self.backend, device=self.device_name, **self.execution)
+
+    def extra_repr(self) -> str:
+        return f"qubits={self.n_qubits}, layers={self.n_layers}, backend={self.backend}"
+
+
+class QTHALayer(BaseTunerLayer):
+    """PEFT tuner-layer bookkeeping for QTHA: one entry per adapter name in each ModuleDict."""
+
+    adapter_layer_names = (
+        "qtha_mpo_a",
+        "qtha_w_a",
+        "qtha_qnn",
+        "qtha_qw",
+        "qtha_cw",
+        "qtha_w_b",
+        "qtha_mpo_b",
+    )
+    other_param_names = ("qtha_scaling", "qtha_dropout", "qtha_variant")
+
+    def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
+        self.base_layer = base_layer
+        for name in self.adapter_layer_names:
+            setattr(self, name, nn.ModuleDict({}))
+        self.qtha_dropout = nn.ModuleDict({})
+        self.qtha_scaling: dict[str, float] = {}
+        self.qtha_variant: dict[str, str] = {}
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self.kwargs = kwargs
+        base = self.get_base_layer()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"QTHA adapts nn.Linear layers only; got {type(base).__name__}")
+        self.in_features, self.out_features = base.in_features, base.out_features
+
+    def update_layer(self, adapter_name: str, config: QTHAConfig) -> None:
+        """Create the adapter ``adapter_name`` on this layer from ``config``."""
+        d_in, d_out, r = self.in_features, self.out_features, config.r
+        gen = None
+        if config.init_seed is not None:
+            gen = torch.Generator().manual_seed(config.init_seed)
+        self.qtha_scaling[adapter_name] = config.scaling
+        self.qtha_variant[adapter_name] = config.variant
+        self.qtha_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        if config.has_mpo:
+            m = config.bottleneck or default_bottleneck(d_in, d_out)
+            self.qtha_mpo_a[adapter_name] = MPOLinear(d_in, m, config.mpo_cores, config.bond_dim)
+            self.qtha_mpo_b[adapter_name] = MPOLinear(
+                m, d_out, config.mpo_cores, config.bond_dim, zero_last=True
+            )
+            self.qtha_mpo_a[adapter_name].reset_parameters(generator=gen)
+            self.qtha_mpo_b[adapter_name].reset_parameters(zero_last=True, generator=gen)
+            a_in, b_out = m, m
+        else:
+            a_in, b_out = d_in, d_out
+        self.qtha_w_a[adapter_name] = nn.Linear(a_in, r, bias=False)
+        self.qtha_w_b[adapter_name] = nn.Linear(r, b_out, bias=False)
+        self.qtha_cw[adapter_name] = nn.Linear(r, r, bias=False)
+        for lin in (self.qtha_w_a[adapter_name], self.qtha_w_b[adapter_name], self.qtha_cw[adapter_name]):
+            _kaiming_(lin.weight, gen)
+        if config.has_circuit:
+            qnn = QuantumCircuitLayer(r, config.n_layers, config.backend, config.device)
+            qnn.reset_parameters(generator=gen)
+            self.qtha_qnn[adapter_name] = qnn
+            self.qtha_qw[adapter_name] = nn.Linear(r, r, bias=False)
+            _kaiming_(self.qtha_qw[adapter_name].weight, gen)
+        if not config.has_mpo:
+            nn.init.zeros_(self.qtha_w_b[adapter_name].weight)  # BC: the last map starts at zero
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        # Adapter maths is float32 whatever the base dtype (bf16 circuits lose too much precision).
+        for name in (*self.adapter_layer_names, "qtha_dropout"):
+            modules = getattr(self, name)
+            if adapter_name in modules:
+                modules[adapter_name].to(torch.float32)
+        self.set_adapter(self.active_adapters)
+
+    def merge(self, *args: Any, **kwargs: Any) -> None:
+        raise NotMergeableError(MERGE_MESSAGE)
+
+    def unmerge(self) -> None:
+        """Nothing is ever merged, so there is nothing to undo."""
+
+    def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        raise NotMergeableError(MERGE_MESSAGE)
+
+
+class QTHALinear(nn.Module, QTHALayer):
+    """``nn.Linear`` with QTHA adapters; ``forward`` = base output + scaled deltas of the active adapters."""
+
+    def __init__(self, base_layer: nn.Linear, adapter_name: str, config: QTHAConfig, **kwargs: Any) -> None:
+        super().__init__()
+        QTHALayer.__init__(self, base_layer, **kwargs)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def delta(self, adapter: str, x: torch.Tensor) -> torch.Tensor:
+        """The adapter's contribution for x (..., d_in), in float32: (..., d_out)."""
+        x = self.qtha_dropout[adapter](x)
+        a = self.qtha_mpo_a[adapter](x) if adapter in self.qtha_mpo_a else x  # (..., m) or (..., d_in)
+        c = self.qtha_w_a[adapter](a)  # (..., r) circuit input angles
+        h = self.qtha_cw[adapter](c)  # (..., r) classical path
+        if adapter in self.qtha_qnn:
+            h = h + self.qtha_qw[adapter](self.qtha_qnn[adapter](c))  # quantum path
+        b = self.qtha_w_b[adapter](h)  # (..., m) or (..., d_out)
+        y = self.qtha_mpo_b[adapter](b) if adapter in self.qtha_mpo_b else b
+        return y * self.qtha_scaling[adapter]
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        if self.disable_adapters:
+            return result
+        active = [a for a in self.active_adapters if a in self.qtha_w_a]
+        if not active:
+            return result
+        out_dtype = result.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xf = x.to(torch.float32)
+            for adapter in active:
+                result = result + self.delta(adapter, xf).to(out_dtype)
+        return result
+
+    def __repr__(self) -> str:
+        return "qtha." + super().__repr__()
+
+
+def _kaiming_(weight: torch.Tensor, generator: torch.Generator | None) -> None:
+    """nn.Linear's default init (Kaiming uniform, a = sqrt(5)), optionally from a seeded generator."""
+    bound = 1.0 / math.sqrt(weight.shape[1])
+    with torch.no_grad():
+        weight.copy_((torch.rand(weight.shape, generator=generator) * 2 - 1) * bound)

