@@ -43,7 +43,7 @@ def run(
 
     features, kept = [], []
     for ex in examples:
-        feat = encode(engine.tokenizer, ex, max_len)
+        feat = encode(engine.tokenizer, ex, max_len, trim_context=True)
         if feat is not None:
             features.append(feat)
             kept.append(ex)

@@ -108,6 +108,10 @@ def freeze(
         raise ArtifactError(
             f"{out} already exists: a frozen artifact is never overwritten; choose another path"
         )
+    if adapter_name not in getattr(model, "peft_config", {}):
+        raise ArtifactError(
+            f"adapter {adapter_name!r} has no tensors to freeze (the model has no such adapter)"
+        )
     config: PeftConfig = model.peft_config[adapter_name]
     state = {
         k: v.detach().to("cpu", torch.float32).contiguous()

@@ -73,8 +73,15 @@ class MPOLinear(nn.Module):
         super().__init__()
         self.d_in, self.d_out = d_in, d_out
         self.shapes = mpo_shapes(d_in, d_out, n_cores, bond_dim)
-        self.cores = nn.ParameterList([nn.Parameter(torch.empty(s)) for s in self.shapes])
+        # cores are direct parameters (core0, core1, ...), not a ParameterList: PEFT's state-dict key
+        # mapping expects exactly one name after the adapter name
+        for k, shape in enumerate(self.shapes):
+            self.register_parameter(f"core{k}", nn.Parameter(torch.empty(shape)))
         self.reset_parameters(zero_last=zero_last)
+
+    @property
+    def cores(self) -> list[nn.Parameter]:
+        return [getattr(self, f"core{k}") for k in range(len(self.shapes))]
 
     def reset_parameters(self, zero_last: bool = False, generator: torch.Generator | None = None) -> None:
         """Gaussian cores scaled so the dense weight's entries have variance 1/d_in (Kaiming-like).

@@ -180,7 +180,7 @@ CRISIS_EXEMPLARS: tuple[str, ...] = (
     "I can't go on living like this",
     "I wish I could go to sleep and never wake up",
     "I want everything to stop, for good",
-    "I've written my goodbye notes",
+    "I've written letters for my loved ones to read after I'm gone",
     "I've been giving away my things because I won't need them",
     "I won't be a burden to anyone much longer",
     "I keep thinking about jumping off a bridge",
@@ -190,10 +190,19 @@ CRISIS_EXEMPLARS: tuple[str, ...] = (
     "I'm done with life, I can't do this anymore",
     "I won't be around much longer",
     "There's no way out except dying",
+    # passive wishes, preparation, method ideation, final acts
+    "I wish something would just happen to me so I wouldn't have to wake up",
+    "I hope I get hit by a car",
+    "I've got everything ready and I've written a note",
+    "I've been thinking about crashing my car on purpose",
+    "I looked up how many pills it would take",
+    "I've been planning my own funeral",
+    "I just want the pain to stop forever",
+    "This is the last time you'll hear from me",
 )
 """Short crisis statements, direct and indirect; a message close to any of them is a crisis."""
 
-DEFAULT_CRISIS_THRESHOLD = 0.60
+DEFAULT_CRISIS_THRESHOLD = 0.52
 """Cosine similarity (all-MiniLM-L6-v2) to the nearest crisis exemplar at or above which a message is a
 crisis. Calibrated on held-out positives and on ESConv / CounselChat user messages; see
 tests/serving/test_safety.py and the module's report for the figures."""
@@ -205,23 +214,30 @@ _HARM_VERBS_ING = r"hurting|cutting|burning|starving|punishing"
 # Each pattern is (name, regex). They look for first-person self-harm language, never bare verbs such
 # as "kill" or "die", so that idioms and programming questions do not match.
 _CRISIS_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("suicide", re.compile(r"\bsuicid(?:e|al|ality)\b", _I)),
+    (
+        "suicide",
+        re.compile(
+            r"(?<!not\s)(?<!n't\s)\bsuicid(?:e|al|ality)\b(?!\s+(?:hotlines?|prevention|squad)\b)", _I
+        ),
+    ),
     (
         "kill_myself",
-        re.compile(r"\b(?:kill(?:ing)?|hang(?:ing)?|shoot(?:ing)?|drown(?:ing)?)\s+my\s*self\b", _I),
+        re.compile(r"\b(?:kill(?:ing)?|hang(?:ing)?|shoot(?:ing)?)\s+my\s*self\b", _I),
     ),
     (
         "end_my_life",
         re.compile(
             r"\b(?:end(?:ing)?|take|taking|took)\s+my\s+(?:own\s+)?life\b"
-            r"|\bend(?:ing)?\s+it\s+all\b|\bend\s+it\s+(?:tonight|today|now|soon)\b",
+            r"|\bend(?:ing)?\s+it\s+all\b|\bend\s+it\s+(?:tonight|today|now|soon)\b"
+            r"|\b(?:want|wanna|going|gonna|decided|ready|plan(?:ning)?|thoughts?\s+of|think(?:ing)?\s+(?:of|about))\s+(?:to\s+)?"
+            r"end(?:ing)?\s+(?:it|things|everything)\b(?!\s+(?:with|between))",
             _I,
         ),
     ),
     (
         "want_to_die",
         re.compile(
-            r"\b(?:want|wanna|wanted|wish|ready|deserve)\s+(?:to\s+)?die\b(?!\s+(?:of|from|laughing)\b)"
+            r"(?<!n't\s)(?<!not\s)(?<!never\s)\b(?:want|wanna|wanted|wish|ready|deserve)\s+(?:to\s+)?die\b(?!\s+(?:of|from|laughing)\b)"
             r"|\bwish\s+i\s+(?:was|were)\s+dead\b|\bwish\s+i\s+(?:had\s+)?never\s+(?:been\s+born|existed)\b",
             _I,
         ),
@@ -230,9 +246,12 @@ _CRISIS_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "not_alive",
         re.compile(
             r"\b(?:don'?t|do\s+not|no\s+longer)\s+want\s+to\s+(?:be\s+alive|live|exist|be\s+here|wake\s+up)\b"
+            r"(?!\s+(?:in|with|there|here|at|near|on|without|under|through)\b)"
             r"|\bno\s+(?:reason|point)\s+(?:in\s+|to\s+)?(?:living|live|going\s+on|being\s+alive)\b"
             r"|\b(?:life\s+is\s*n'?t|life\s+is\s+not|not)\s+worth\s+living\b"
-            r"|\bcan'?t\s+go\s+on\s+(?:living|anymore|like\s+this)\b",
+            r"|\bcan'?t\s+go\s+on\s+(?:living|anymore|like\s+this)\b"
+            r"|\b(?:what'?s|what\s+is)\s+the\s+point\s+(?:of|in)\s+(?:being\s+alive|living|life|going\s+on)\b"
+            r"|\btired\s+of\s+(?:being\s+alive|living|life)\b",
             _I,
         ),
     ),
@@ -245,10 +264,11 @@ _CRISIS_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\bself[-\s]?harm(?:ing|ed)?\b|\bself[-\s]?injur(?:y|e|ing)\b|\bharm(?:ed|ing)?\s+my\s*self\b"
             rf"|\b(?:{_HARM_VERBS_ING})\s+my\s*self\b"
-            r"|\b(?:want|wanna|wanted|going|urges?|tempted|trying\s+not|think(?:ing)?\s+about|thought\s+about"
+            r"|\b(?:want|wanna|wanted|going|urges?|tempted|tr(?:y|ied|ying)|think(?:ing)?\s+about|thought\s+about"
             rf"|plan(?:ning)?)\s+(?:to\s+)?(?:{_HARM_VERBS})\s+my\s*self\b"
             rf"|\b(?:{_HARM_VERBS})\s+my\s*self\s+(?:again|on\s+purpose|deliberately|intentionally)\b"
-            r"|\bcut(?:ting)?\s+my\s+(?:wrists?|arms?|thighs?)\b|\b(?:started|start|been)\s+cutting\s+again\b",
+            r"|\bcut(?:ting)?\s+my\s+(?:wrists?|arms?|thighs?)\b|\b(?:started|start|been)\s+cutting\s+again\b"
+            r"|\bi(?:'m|\s+am)\s+a\s+cutter\b",
             _I,
         ),
     ),

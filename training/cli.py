@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--method", choices=["qtha", "lora"], help="adapter: qtha (default) or lora (the classical baseline)")
     a("--variant", choices=["ABC", "AB", "BC"], help="QTHA variant: ABC reference, AB no circuit, BC no MPO")
-    a("--r", type=int, help="rank = qubits (default 4)")
+    a("--r", "--rank", dest="r", type=int, help="rank = qubits (default 4); use --rank under torchrun")
     a("--layers", type=int, help="circuit layers (default r)")
     a("--targets", help="comma-separated modules to adapt (default q_proj,v_proj)")
     a("--alpha", type=float, help="output scaling numerator alpha (delta * alpha / r; default 16)")

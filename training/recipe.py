@@ -280,8 +280,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model, tokenizer, source = load_base_model(cfg.model, device=accelerator.device)
-    train_features = encode_all(tokenizer, train_ex, cfg.max_len, report)
-    dev_features = encode_all(tokenizer, dev_ex, cfg.max_len, report)[: cfg.dev_limit]
+    train_features = encode_all(tokenizer, train_ex, cfg.max_len, report, trim_context=True)
+    dev_features = encode_all(tokenizer, dev_ex, cfg.max_len, report, trim_context=True)[: cfg.dev_limit]
     if not train_features:
         raise TrainError(
             f"--max-len {cfg.max_len}: every training prompt is longer than that ({report.too_long} skipped); "

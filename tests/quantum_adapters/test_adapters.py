@@ -30,7 +30,8 @@ def _ids(seed: int = 0) -> torch.Tensor:
 
 
 def _perturb(model: torch.nn.Module) -> None:
-    """Move every adapter tensor away from its (zero-delta) initialisation."""
+    """Move every adapter tensor away from its (zero-delta) initialisation; eval mode (no dropout)."""
+    model.eval()
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -106,12 +106,14 @@ def test_resume_equals_uninterrupted_run(tiny_chat_model_dir, tmp_path, isolated
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
     def losses(run):
         return [
             json.loads(x)["loss"]
             for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
             if '"loss"' in x
         ]
+
     assert losses("a") == pytest.approx(losses("b"), rel=1e-6)
 
 
@@ -200,7 +202,7 @@ def test_torchrun_two_processes_write_one_artifact(tiny_chat_model_dir, tmp_path
         str(tiny_chat_model_dir),
         "--data",
         "synthetic-math:40",
-        "--r",
+        "--rank",
         "2",
         "--layers",
         "1",

@@ -143,3 +143,34 @@ def test_encoded_batch_gives_a_loss_only_on_replies(tok):
     assert int((batch["labels"] != IGNORE_INDEX).sum()) == n_reply
     for f, ex in zip(features, examples, strict=True):
         assert tok.decode(_labelled(f)) == ex.target + END
+
+
+def test_trim_context_drops_oldest_turns_until_it_fits(tok):
+    turns = [("system", "Be kind.")]
+    for i in range(12):
+        turns += [
+            ("user", f"Seeker turn {i}: " + "so much going on " * 6),
+            ("assistant", f"Supporter turn {i}."),
+        ]
+    turns += [("user", "Last thing I said."), ("assistant", "The reply to train on.")]
+    ex = _example(*turns)
+    assert encode(tok, ex, max_len=160) is None
+    feature = encode(tok, ex, max_len=160, trim_context=True)
+    assert len(feature["input_ids"]) <= 160
+    assert tok.decode(_labelled(feature)) == "The reply to train on." + END
+    prompt = tok.decode(
+        [t for t, lab in zip(feature["input_ids"], feature["labels"], strict=True) if lab == IGNORE_INDEX]
+    )
+    assert prompt.startswith("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nSeeker turn")
+    assert "Seeker turn 0:" not in prompt and "Last thing I said." in prompt
+    # the least trimming that fits: adding back the turn before the kept context would not fit
+    kept_from = int(prompt.split("Seeker turn ", 1)[1].split(":", 1)[0])
+    wider = _example(turns[0], *turns[1 + 2 * (kept_from - 1) :])
+    assert len(encode(tok, wider, max_len=4096)["input_ids"]) > 160
+    # a prompt that cannot fit even with one user turn left is still too long
+    assert (
+        encode(tok, _example(("user", "blah " * 300), ("assistant", "ok")), max_len=64, trim_context=True)
+        is None
+    )
+    report = DataReport()
+    assert len(encode_all(tok, [ex], 160, report, trim_context=True)) == 1 and report.too_long == 0

@@ -1,0 +1,199 @@
+"""Chat logic shared by the API and the chat page: routing, the safety layer, generation, logging.
+
+No web types here (vLLM's split): ``api.py`` and ``ui.py`` translate to and from HTTP and Gradio.
+
+For every conversation:
+  1. the safety layer assesses the latest user message (patterns + embedding similarity);
+  2. a crisis gets the crisis resources at once, with no generated text at all; a request for a
+     diagnosis or a medication dose gets a kind refusal; neither reaches the model;
+  3. otherwise ``model='auto'`` picks the domain adapter nearest to the message (exemplar
+     embeddings), the engine generates, every sentence passes the means filter as it streams, and a
+     counselling reply ends with the AI disclosure;
+  4. events are counted (never their content); the conversation is logged only with opt-in + consent.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine import BASE, Engine
+from .safety import SafetyAssessment, SafetyCounters, SafetyLayer, StreamingFinalCheck, wrap_reply
+
+__all__ = ["AUTO", "ChatResult", "ChatService", "UnknownModel"]
+
+AUTO = "auto"
+
+
+class UnknownModel(KeyError):
+    """The requested model is neither an adapter, 'base' nor 'auto'."""
+
+
+@dataclass
+class ChatResult:
+    text: str
+    adapter: str
+    routed: bool
+    domain: str | None
+    safety: dict[str, Any]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    route_scores: dict[str, float] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+
+    def meta(self) -> dict[str, Any]:
+        """The ``qtha`` block of API responses: which adapter answered and why."""
+        out: dict[str, Any] = {
+            "adapter": self.adapter,
+            "routed": self.routed,
+            "domain": self.domain,
+            "safety": self.safety,
+        }
+        if self.route_scores:
+            out["route_scores"] = {k: round(v, 4) for k, v in self.route_scores.items()}
+        return out
+
+
+class ChatService:
+    """Routing + safety + generation over an :class:`Engine`; thread-safe."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        embedder: Any = None,
+        locale: str = "US",
+        safety: SafetyLayer | None = None,
+        router: Any = None,
+        chatlog: Any = None,
+    ) -> None:
+        self.engine = engine
+        self._embedder = embedder
+        self.safety = safety or SafetyLayer(embedder=embedder, locale=locale)
+        self._router = router
+        self.chatlog = chatlog
+        self.counters = SafetyCounters()
+        self._router_lock = threading.Lock()
+
+    # ---- models and routing ---------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        return [AUTO, *self.engine.names]
+
+    def domain_of(self, adapter: str) -> str | None:
+        return None if adapter == BASE else self.engine.info(adapter).get("domain")
+
+    def _domains(self) -> dict[str, str]:
+        """domain -> adapter name (the first adapter trained on that domain)."""
+        out: dict[str, str] = {}
+        for name in self.engine.adapters:
+            domain = self.domain_of(name)
+            if domain and domain not in out:
+                out[domain] = name
+        return out
+
+    @property
+    def router(self):
+        with self._router_lock:
+            if self._router is None:
+                from .routing import DomainRouter
+
+                self._router = DomainRouter(self._embedder or self.safety_embedder())
+            return self._router
+
+    def safety_embedder(self):
+        from .embeddings import load_embedder
+
+        self._embedder = self._embedder or load_embedder()
+        return self._embedder
+
+    def choose(self, model: str, messages: list[dict[str, str]]) -> tuple[str, bool, dict[str, float]]:
+        """(adapter name, routed?, route scores) for a requested model."""
+        if model == AUTO:
+            domains = self._domains()
+            if not domains:
+                return BASE, True, {}
+            text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+            domain, scores = self.router.route(text, list(domains))
+            return domains.get(domain, BASE), True, scores
+        if model == BASE or model in self.engine.adapters:
+            return model, False, {}
+        raise UnknownModel(f"unknown model {model!r}; available: {', '.join(self.model_names())}")
+
+    # ---- completion -----------------------------------------------------------------------------
+    def stream(
+        self,
+        messages: list[dict[str, str]],
+        model: str = AUTO,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        consent: bool = False,
+        conversation_id: str | None = None,
+    ) -> Iterator[str | ChatResult]:
+        """Yield safe text deltas, then one final :class:`ChatResult`."""
+        adapter, routed, scores = self.choose(model, messages)
+        domain = self.domain_of(adapter)
+        assessment: SafetyAssessment = self.safety.assess(messages)
+        if assessment.kind is not None:
+            self.counters.record(assessment.kind)
+        result = ChatResult("", adapter, routed, domain, assessment.as_dict(), route_scores=scores)
+        if assessment.crisis or assessment.kind in ("diagnosis", "medication"):
+            # No generation at all: the reply is ours, leads with resources or declines kindly.
+            text = (
+                self.safety.crisis_reply()
+                if assessment.crisis
+                else self.safety.decline_reply(assessment.kind)
+            )
+            result.text = text
+            result.safety["handled"] = "fixed_reply"
+            yield text
+        else:
+            check = StreamingFinalCheck()
+            final = None
+            for part in self.engine.stream(
+                messages,
+                adapter,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop,
+                seed=seed,
+                cancel=cancel,
+            ):
+                if isinstance(part, str):
+                    safe = check.feed(part)
+                    if safe:
+                        result.text += safe
+                        yield safe
+                else:
+                    final = part
+            tail = check.flush()
+            if check.removed:
+                self.counters.record("means_removed", check.removed)
+            wrapped = wrap_reply(result.text + tail, assessment, domain or "")
+            extra = wrapped[len(result.text) :] if wrapped.startswith(result.text) else tail
+            if extra:
+                result.text += extra
+                yield extra
+            if final is not None:
+                result.prompt_tokens, result.completion_tokens = final.prompt_tokens, final.completion_tokens
+                result.finish_reason = final.finish_reason
+        if self.chatlog is not None and consent:
+            self.chatlog.record(conversation_id or result.id, messages, result.text, adapter, consent=True)
+        yield result
+
+    def complete(self, messages: list[dict[str, str]], model: str = AUTO, **kw: Any) -> ChatResult:
+        """Non-streaming: the final :class:`ChatResult`."""
+        last = None
+        for part in self.stream(messages, model, **kw):
+            last = part
+        assert isinstance(last, ChatResult)
+        return last

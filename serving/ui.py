@@ -1,0 +1,84 @@
+"""The chat page (Gradio), mounted at /ui. It calls the chat service directly, never the HTTP API.
+
+A domain selector (auto, counselling, math, base), streamed replies, which adapter answered, the AI
+disclosure, and a crisis banner with the resources for the configured locale when a message is a crisis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gradio as gr
+
+from .engine import BASE
+from .safety import AI_DISCLOSURE, crisis_resources
+from .service import AUTO, ChatResult, ChatService
+
+__all__ = ["DOMAIN_CHOICES", "build_ui", "model_for_domain"]
+
+DOMAIN_CHOICES = [
+    ("Auto (route by topic)", AUTO),
+    ("Counselling", "counseling"),
+    ("Math", "math"),
+    ("Base model", BASE),
+]
+
+
+def model_for_domain(service: ChatService, domain: str) -> str:
+    """The model name to request for a selector value: auto, base, or the adapter of that domain."""
+    if domain in (AUTO, BASE):
+        return domain
+    if domain in service.engine.adapters:
+        return domain
+    for name in service.engine.adapters:
+        if service.domain_of(name) == domain:
+            return name
+    return BASE
+
+
+def build_ui(get_service: Callable[[], ChatService], locale: str = "US") -> gr.Blocks:
+    """The page; ``get_service`` returns the running service (it is created in the app's lifespan)."""
+
+    def respond(message: str, history: list[dict[str, Any]], domain: str) -> Iterator[tuple[Any, ...]]:
+        message = (message or "").strip()
+        if not message:
+            yield history, "", gr.update(), gr.update()
+            return
+        service = get_service()
+        history = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        conversation = [
+            {"role": m["role"], "content": m["content"]}
+            for m in history[:-1]
+            if isinstance(m.get("content"), str)
+        ]
+        yield history, "", "…", gr.update(visible=False)
+        model = model_for_domain(service, domain)
+        text = ""
+        for part in service.stream(conversation, model, max_tokens=256, temperature=0.0):
+            if isinstance(part, ChatResult):
+                routed = " (chosen automatically)" if part.routed else ""
+                answered = f"Answered by **{part.adapter}**{routed}."
+                crisis = bool(part.safety.get("crisis"))
+                banner = gr.update(
+                    value=f"**If you are in danger or thinking about suicide:** {crisis_resources(locale)}",
+                    visible=crisis,
+                )
+                yield history, "", answered, banner
+            else:
+                text += part
+                history[-1] = {"role": "assistant", "content": text}
+                yield history, "", gr.update(), gr.update()
+
+    with gr.Blocks(title="qtha assistant", analytics_enabled=False) as page:
+        gr.Markdown(f"## qtha assistant\n{AI_DISCLOSURE}", elem_id="disclosure")
+        banner = gr.Markdown(visible=False, elem_id="crisis-banner")
+        domain = gr.Dropdown(DOMAIN_CHOICES, value=AUTO, label="Domain", elem_id="domain")
+        chat = gr.Chatbot(label="Conversation", height=380, elem_id="chat", feedback_options=None)
+        box = gr.Textbox(placeholder="Type a message and press Enter", label="Message", elem_id="message")
+        answered = gr.Markdown("", elem_id="answered-by")
+        send = gr.Button("Send", variant="primary", elem_id="send")
+        outputs = [chat, box, answered, banner]
+        box.submit(respond, [box, chat, domain], outputs)
+        send.click(respond, [box, chat, domain], outputs)
+    return page
