@@ -229,6 +229,7 @@ def load_frozen(
         )
     config_dict = json.loads(blobs[CONFIG_FILE])
     config_dict["inference_mode"] = True
+    config_dict["base_model_name_or_path"] = getattr(getattr(model, "config", None), "name_or_path", None)
     config = PeftConfig.from_peft_type(**config_dict)
     if isinstance(model, PeftModel):
         model.add_adapter(adapter_name, config)

@@ -143,7 +143,17 @@ def _converted_gguf(source: ModelSource, dtype: torch.dtype) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
+        # transformers marks a GGUF-loaded model as quantised and refuses save_pretrained, although its
+        # weights are plain de-quantised floats: save config and weights ourselves.
+        from safetensors.torch import save_model
+
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(tmp)
+        if model.generation_config is not None:
+            model.generation_config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
         (tmp / ".complete").write_text(json.dumps(source.identity()))
         if target.exists():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 import uuid
@@ -104,9 +105,11 @@ def health(request: Request) -> dict[str, Any]:
 def list_models(request: Request) -> ModelList:
     service = _service(request)
     created = request.app.state.started
-    return ModelList(
-        data=[ModelCard(id=name, created=created, owned_by="qtha") for name in service.model_names()]
-    )
+    cards = []
+    for name in service.model_names():
+        info = None if name == "auto" else service.engine.info(name)
+        cards.append(ModelCard(id=name, created=created, owned_by="qtha", qtha=info))
+    return ModelList(data=cards)
 
 
 def _messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
@@ -174,13 +177,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     try:
         slot = state.queue.slot(timeout)
         await slot.__aenter__()
-    except QueueFull:
+    except QueueFull as exc:
         raise ApiError(
             429,
             "the server is busy (generation queue full); retry shortly",
             "rate_limit_error",
             "queue_full",
-            headers={"Retry-After": "2"},
+            headers={"Retry-After": str(math.ceil(exc.retry_after_s))},
         ) from None
     except asyncio.TimeoutError:
         raise ApiError(

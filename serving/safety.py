@@ -195,7 +195,7 @@ CRISIS_EXEMPLARS: tuple[str, ...] = (
     "I hope I get hit by a car",
     "I've got everything ready and I've written a note",
     "I've been thinking about crashing my car on purpose",
-    "I looked up how many pills it would take",
+    "I've been reading about which overdose would be fatal",
     "I've been planning my own funeral",
     "I just want the pain to stop forever",
     "This is the last time you'll hear from me",

@@ -46,15 +46,10 @@ class ChatResult:
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
 
     def meta(self) -> dict[str, Any]:
-        """The ``qtha`` block of API responses: which adapter answered and why."""
-        out: dict[str, Any] = {
-            "adapter": self.adapter,
-            "routed": self.routed,
-            "domain": self.domain,
-            "safety": self.safety,
-        }
+        """The ``qtha`` block of API responses: which adapter answered, why, and the safety verdict."""
+        out: dict[str, Any] = {"adapter": self.adapter, "routed": self.routed, "safety": self.safety}
         if self.route_scores:
-            out["route_scores"] = {k: round(v, 4) for k, v in self.route_scores.items()}
+            out["scores"] = {k: round(v, 4) for k, v in self.route_scores.items()}
         return out
 
 

@@ -96,7 +96,9 @@ class Settings:
         _check_range("rate_limit_per_min", self.rate_limit_per_min, 1, 1_000_000)
         _check_range("chat_log_retention_days", self.chat_log_retention_days, 1, 3650)
         if not re.fullmatch(r"[A-Za-z]{2,8}", self.locale):
-            raise ValueError(f"Settings.locale: expected a country code such as 'US' or 'UK'; got {self.locale!r}")
+            raise ValueError(
+                f"Settings.locale: expected a country code such as 'US' or 'UK'; got {self.locale!r}"
+            )
         object.__setattr__(self, "locale", self.locale.upper())
 
     def __repr__(self) -> str:
@@ -146,7 +148,9 @@ class Settings:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
-            raise TypeError(f"Settings.from_env: unknown setting(s) {unknown}; expected some of {sorted(names)}")
+            raise TypeError(
+                f"Settings.from_env: unknown setting(s) {unknown}; expected some of {sorted(names)}"
+            )
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             var = _ENV_PREFIX + f.name.upper()
@@ -194,4 +198,3 @@ def _parse(name: str, var: str, raw: str) -> Any:
     except ValueError:
         kind = "a number" if name == "request_timeout_s" else "an integer"
         raise ValueError(f"{var}: expected {kind}; got {raw!r}") from None
-
