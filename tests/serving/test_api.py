@@ -17,7 +17,9 @@ KEY = "test-key-123456"
 
 @pytest.fixture(scope="module")
 def service(tiny_chat_model_dir, tiny_artifacts):
-    engine = Engine(str(tiny_chat_model_dir), {"counseling": tiny_artifacts["counseling"], "math": tiny_artifacts["math"]})
+    engine = Engine(
+        str(tiny_chat_model_dir), {"counseling": tiny_artifacts["counseling"], "math": tiny_artifacts["math"]}
+    )
     return ChatService(engine)
 
 
@@ -34,7 +36,12 @@ def client(service):
 
 
 def _chat(content: str, **kw) -> dict:
-    return {"model": kw.pop("model", "math"), "messages": [{"role": "user", "content": content}], "max_tokens": 8, **kw}
+    return {
+        "model": kw.pop("model", "math"),
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 8,
+        **kw,
+    }
 
 
 def _error_shape(resp) -> dict:
@@ -63,12 +70,17 @@ def test_completion_has_openai_shape_and_usage(client):
     assert choice["message"]["role"] == "assistant" and isinstance(choice["message"]["content"], str)
     assert choice["finish_reason"] in ("stop", "length")
     usage = body["usage"]
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] and usage["prompt_tokens"] > 0
+    assert (
+        usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        and usage["prompt_tokens"] > 0
+    )
     assert body["qtha"]["adapter"] == "math" and body["qtha"]["routed"] is False
 
 
 def test_streaming_is_server_sent_events(client):
-    with client.stream("POST", "/v1/chat/completions", json=_chat("Count to three", stream=True, temperature=0)) as resp:
+    with client.stream(
+        "POST", "/v1/chat/completions", json=_chat("Count to three", stream=True, temperature=0)
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in resp.iter_lines() if line]
@@ -86,7 +98,9 @@ def test_streaming_is_server_sent_events(client):
 def test_auth_is_required(service):
     with _client(service, api_keys=(KEY,)) as c:
         assert c.get("/v1/models").status_code == 401
-        resp = c.post("/v1/chat/completions", json=_chat("hi"), headers={"Authorization": "Bearer wrong-key-000"})
+        resp = c.post(
+            "/v1/chat/completions", json=_chat("hi"), headers={"Authorization": "Bearer wrong-key-000"}
+        )
         assert resp.status_code == 401 and _error_shape(resp)["type"] == "authentication_error"
         assert c.get("/health").status_code == 200  # health needs no key
 
@@ -111,7 +125,9 @@ def test_bad_fields_are_400_with_one_error_shape(client, payload, param):
 
 
 def test_malformed_json_unknown_model_and_oversized_body(client):
-    resp = client.post("/v1/chat/completions", content=b'{"messages": [', headers={"Content-Type": "application/json"})
+    resp = client.post(
+        "/v1/chat/completions", content=b'{"messages": [', headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 400 and "JSON" in _error_shape(resp)["message"]
     resp = client.post("/v1/chat/completions", json=_chat("hi", model="gpt-17"))
     assert resp.status_code == 404 and "available: auto, base" in _error_shape(resp)["message"]
@@ -143,7 +159,9 @@ def test_crisis_message_gets_resources_and_no_generation(client, service):
 
 
 def test_medication_dose_request_is_declined(client):
-    body = client.post("/v1/chat/completions", json=_chat("How many mg of sertraline should I take?", model="counseling")).json()
+    body = client.post(
+        "/v1/chat/completions", json=_chat("How many mg of sertraline should I take?", model="counseling")
+    ).json()
     text = body["choices"][0]["message"]["content"].lower()
     assert body["qtha"]["safety"]["kind"] == "medication"
     assert "ai" in text and ("doctor" in text or "pharmacist" in text or "prescriber" in text)
@@ -152,7 +170,8 @@ def test_medication_dose_request_is_declined(client):
 def test_auto_routes_by_topic(client):
     math = client.post("/v1/chat/completions", json=_chat("What is 17 times 3 minus 4?", model="auto")).json()
     talk = client.post(
-        "/v1/chat/completions", json=_chat("I've been feeling lonely and anxious since I moved to a new city", model="auto")
+        "/v1/chat/completions",
+        json=_chat("I've been feeling lonely and anxious since I moved to a new city", model="auto"),
     ).json()
     assert math["qtha"]["routed"] and math["qtha"]["adapter"] == "math"
     assert talk["qtha"]["routed"] and talk["qtha"]["adapter"] == "counseling"

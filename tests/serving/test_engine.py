@@ -86,6 +86,10 @@ def test_artifact_for_another_base_is_refused(tiny_chat_model_dir, tiny_artifact
 
     other = tmp_path / "other"
     shutil.copytree(tiny_chat_model_dir, other)
-    (other / "config.json").write_text((other / "config.json").read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05'))
-    with pytest.raises(ArtifactError, match="made for base model tiny-chat0.*but the loaded base model is other"):
+    (other / "config.json").write_text(
+        (other / "config.json").read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')
+    )
+    with pytest.raises(
+        ArtifactError, match="made for base model tiny-chat0.*but the loaded base model is other"
+    ):
         Engine(str(other), {"math": tiny_artifacts["math"]})
