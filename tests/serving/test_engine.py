@@ -62,7 +62,7 @@ def test_cancel_stops_generation(engine):
 
 def test_score_is_teacher_forced_and_adapters_differ_from_base(engine):
     ids = engine.prompt_ids(MSG, BASE)
-    feats = [{"input_ids": ids + [42, 43, 44], "labels": [-100] * len(ids) + [42, 43, 44]}]
+    feats = [{"input_ids": [*ids, 42, 43, 44], "labels": [-100] * len(ids) + [42, 43, 44]}]
     base = engine.score(feats, BASE)[0]
     assert base.n_tokens == 3 and 0 <= base.n_correct <= 3 and base.nll_sum > 0
     # recompute the base NLL by hand
@@ -90,6 +90,6 @@ def test_artifact_for_another_base_is_refused(tiny_chat_model_dir, tiny_artifact
         (other / "config.json").read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')
     )
     with pytest.raises(
-        ArtifactError, match="made for base model tiny-chat0.*but the loaded base model is other"
+        ArtifactError, match=r"made for base model tiny-chat0.*but the loaded base model is other"
     ):
         Engine(str(other), {"math": tiny_artifacts["math"]})
