@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .circuit import _check_weights, gates
+from .noise import NoiseModel
 
 try:
     import pennylane as qml
@@ -29,7 +30,7 @@ except ImportError as err:  # pennylane is a core dependency; a broken install s
         "(or use backend='fast', the built-in simulator)"
     ) from err
 
-__all__ = ["expvals", "installed_devices"]
+__all__ = ["expvals", "installed_devices", "mixed_expvals"]
 
 
 def installed_devices() -> list[str]:
@@ -99,3 +100,56 @@ def _qnode(device: str, n: int, n_layers: int, shots: int | None) -> Callable[[T
     # batches; sampling (shots) and other devices use PennyLane's own choice.
     diff_method = "backprop" if device == "default.qubit" and shots is None else "best"
     return qml.QNode(circuit, dev, interface="torch", diff_method=diff_method, shots=shots)
+
+
+def mixed_expvals(inputs: Tensor, weights: Tensor, noise: NoiseModel | None = None) -> Tensor:
+    """<Z_i> under gate and readout noise, by PennyLane's ``default.mixed``: the reference that
+    :func:`quantum_adapters.noise.noisy_expvals` is tested against.
+
+    ``qml.DepolarizingChannel(noise.p1)`` follows every RY on its wire, and
+    ``qml.DepolarizingChannel(noise.p2)`` every CRZ on each of its two wires; ``qml.probs`` of all wires
+    then goes through the ``2^n x 2^n`` readout confusion matrix ``M x M x ... x M`` (one factor per
+    wire, wire 0 first) before ``<Z_i> = sum_m P(m) (1 - 2 m_i)``.
+
+    Args:
+        inputs: ``(..., n)`` input angles (rows broadcast in one QNode call).
+        weights: ``(L, 4, n)`` trainable angles.
+        noise: a :class:`quantum_adapters.noise.NoiseModel`, or ``None`` for the noise-free circuit.
+
+    Returns:
+        ``(..., n)`` float64 exact expectation values (no shots).
+    """
+    _check_weights(weights, "pennylane_backend.mixed_expvals(weights)")
+    n_layers, _, n = weights.shape
+    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
+        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"pennylane_backend.mixed_expvals(inputs): expected shape (..., {n}); got {got}")
+    p1, p2 = (noise.p1, noise.p2) if noise is not None else (0.0, 0.0)
+    readout = noise.readout if noise is not None else ((1.0, 0.0), (0.0, 1.0))
+    gate_list = gates(n, n_layers)
+
+    @qml.qnode(qml.device("default.mixed", wires=n), interface="torch", diff_method=None)
+    def circuit(x: Tensor, w: Tensor):
+        for gate in gate_list:
+            angle = x[:, gate.param[1]] if gate.param[0] == "input" else w[gate.param[1:]]
+            if gate.name == "RY":
+                qml.RY(angle, wires=gate.wires[0])
+                if p1 > 0:
+                    qml.DepolarizingChannel(p1, wires=gate.wires[0])
+            else:
+                qml.CRZ(angle, wires=list(gate.wires))
+                if p2 > 0:
+                    for wire in gate.wires:
+                        qml.DepolarizingChannel(p2, wires=wire)
+        return qml.probs(wires=range(n))
+
+    batch_shape = inputs.shape[:-1]
+    x = inputs.detach().reshape(-1, n).to(torch.float64)
+    probs = torch.as_tensor(circuit(x, weights.detach().to(torch.float64))).reshape(-1, 2**n)  # (rows, 2^n)
+    confusion = torch.ones(1, 1, dtype=torch.float64)
+    for _ in range(n):
+        confusion = torch.kron(confusion, torch.tensor(readout, dtype=torch.float64))
+    measured = probs @ confusion  # P(m) = sum_t P(t) prod_i M[t_i][m_i]
+    states = torch.arange(2**n)
+    z_sign = 1.0 - 2.0 * ((states[:, None] >> torch.arange(n - 1, -1, -1)) & 1).to(torch.float64)
+    return (measured @ z_sign).reshape(*batch_shape, n)

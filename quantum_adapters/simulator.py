@@ -81,11 +81,12 @@ def expvals(inputs: Tensor, weights: Tensor) -> Tensor:
     w = weights.to(dtype=dtype, device=c.device)  # (L, 4, n)
     plan = _plan(n, c.device)
 
-    psi0 = _product_state(c)  # (B, 2^n) real: the first data RY layer on |0...0>
+    # The first data RY layer on |0...0> is a real product state, kron over the groups of these (B, D_g).
+    factors = [_cos_sin_products(c[:, a : a + s]).t().contiguous() for a, s in zip(plan.starts, plan.sizes)]
     theta_rows = c.unsqueeze(0) + w[:-1, 3].unsqueeze(1)  # (L-1, B, n): RY(w[l,3]) fused with RY(c) of l+1
     theta_shared = torch.cat([w[:, 1], w[-1:, 3]])  # (L+1, n): first trainable RYs, then the final one
     phi = torch.einsum("lkq,kxq->lkx", w[:, 0::2], plan.ring_basis.to(dtype))  # (L, 2, 2^n) ring phases
-    z = _CircuitFunction.apply(psi0, theta_rows, theta_shared, phi, plan)  # (B, n)
+    z = _CircuitFunction.apply(theta_rows, theta_shared, phi, plan, *factors)  # (B, n)
     return z.to(inputs.dtype).reshape(inputs.shape)
 
 
@@ -164,11 +165,6 @@ def _cos_sin_products(theta: Tensor) -> Tensor:
     return v
 
 
-def _product_state(c: Tensor) -> Tensor:
-    """``(B, n)`` angles -> ``(B, 2^n)`` real amplitudes of RY(c_0)|0> x ... x RY(c_{n-1})|0>."""
-    return _cos_sin_products(c).t()
-
-
 def _ry_kron(theta: Tensor, basis: Tensor) -> Tensor:
     """``(..., g)`` angles -> ``(..., 2^g, 2^g)`` real matrices RY(theta_0) x ... x RY(theta_{g-1})."""
     d = basis.shape[0]
@@ -181,8 +177,8 @@ class _Op:
     """One fused op of the simulation, in forward order.
 
     ``kind``: 'phase' (multiply by ring phase ``index`` of the flat (2L, 2^n) table), 'mult' (apply
-    group ``group``'s RY matrix of layer ``index``, per-row angles if ``rows`` else shared ones) or
-    'rotate' (cycle the group axes). ``order``: the state's group-axis order before the op.
+    group ``group``'s RY matrix of layer ``index``: per-row angles if ``rows``, else shared ones) or
+    'rotate' (cycle the group axes). ``order``/``after``: the state's group-axis order before/after it.
     """
 
     kind: str
@@ -190,32 +186,33 @@ class _Op:
     rows: bool
     group: int
     order: tuple[int, ...]
+    after: tuple[int, ...]
 
 
 @functools.lru_cache(maxsize=64)
-def _program(n: int, n_layers: int) -> tuple[tuple[_Op, ...], tuple[int, ...]]:
-    """The fused op sequence of an (n, L) circuit and the group order it ends in."""
-    sizes = _group_sizes(n)
-    order = tuple(range(len(sizes)))
+def _program(n: int, n_layers: int) -> tuple[_Op, ...]:
+    """The fused op sequence of an (n, L) circuit."""
+    k = len(_group_sizes(n))
+    order = tuple(range(k))
     ops: list[_Op] = []
 
-    def rotations(index: int, rows: bool) -> None:  # one Kronecker product, group by group
+    def kron(index: int, rows: bool) -> None:  # one Kronecker product of RYs, group by group
         nonlocal order
-        for j in range(len(sizes)):
-            ops.append(_Op("mult", index, rows, order[0], order))
-            if j < len(sizes) - 1:
-                ops.append(_Op("rotate", -1, False, -1, order))
+        for j in range(k):
+            ops.append(_Op("mult", index, rows, order[0], order, order))
+            if j < k - 1:
+                ops.append(_Op("rotate", -1, False, -1, order, order[1:] + order[:1]))
                 order = order[1:] + order[:1]
 
     for layer in range(n_layers):
-        ops.append(_Op("phase", 2 * layer, False, -1, order))  # forward CRZ ring
-        rotations(layer, rows=False)  # first trainable RY layer
-        ops.append(_Op("phase", 2 * layer + 1, False, -1, order))  # reverse CRZ ring
+        ops.append(_Op("phase", 2 * layer, False, -1, order, order))  # forward CRZ ring
+        kron(layer, rows=False)  # first trainable RY layer
+        ops.append(_Op("phase", 2 * layer + 1, False, -1, order, order))  # reverse CRZ ring
         if layer < n_layers - 1:
-            rotations(layer, rows=True)  # RY(w[l,3]) fused with the next layer's data RY(c)
+            kron(layer, rows=True)  # RY(w[l,3]) fused with the next layer's data RY(c)
         else:
-            rotations(n_layers, rows=False)  # the last trainable RY layer
-    return tuple(ops), order
+            kron(n_layers, rows=False)  # the last trainable RY layer
+    return tuple(ops)
 
 
 def _group_sizes(n: int) -> list[int]:
@@ -223,11 +220,6 @@ def _group_sizes(n: int) -> list[int]:
     k = -(-n // _MAX_GROUP)
     base, extra = divmod(n, k)
     return [base + (g < extra) for g in range(k)]
-
-
-def _shape(b: int, dims: list[int], order: tuple[int, ...]) -> tuple[int, ...]:
-    """State shape ``(B, D_o0, D_o1, ...)`` for group order ``order``."""
-    return (b, *[dims[g] for g in order])
 
 
 def _in_layout(table: Tensor, dims: list[int], order: tuple[int, ...]) -> Tensor:
@@ -242,180 +234,256 @@ def _to_natural(t: Tensor, order: tuple[int, ...]) -> Tensor:
 
 
 class _CircuitFunction(torch.autograd.Function):
-    """``(psi0, theta_rows, theta_shared, phi) -> z`` with an adjoint (un-computing) backward pass.
+    """``(theta_rows, theta_shared, phi, plan, *factors) -> z`` with an adjoint (un-computing) backward.
 
-    psi0: ``(B, 2^n)`` real initial product state; theta_rows: ``(L-1, B, n)`` per-row RY angles;
-    theta_shared: ``(L+1, n)`` RY angles shared by all rows; phi: ``(L, 2, 2^n)`` ring phases.
-    Returns z: ``(B, n)``. Only the final state (B x 2^n complex) is saved for the backward pass.
+    theta_rows: ``(L-1, B, n)`` per-row RY angles; theta_shared: ``(L+1, n)`` RY angles shared by all
+    rows; phi: ``(L, 2, 2^n)`` ring phases; factors: per qubit group ``(B, D_g)``, the initial product
+    state ``psi0 = factors[0] x factors[1] x ...`` (row by row). Returns z: ``(B, n)``. Only the final
+    state (B x 2^n complex) is saved for the backward pass.
     """
 
     @staticmethod
-    def forward(ctx, psi0, theta_rows, theta_shared, phi, plan):
-        sim = _Simulation(plan, theta_rows, theta_shared, phi, adjoint=False)
-        final = torch.empty(psi0.shape, dtype=sim.cdtype, device=psi0.device)  # (B, 2^n), final layout
-        z = psi0.new_empty(psi0.shape[0], plan.n)
-        for rows in sim.chunks(psi0.shape[0]):
-            z[rows] = sim.forward(psi0[rows], rows, final[rows])
-        ctx.save_for_backward(final, theta_rows, theta_shared, phi)
+    def forward(ctx, theta_rows, theta_shared, phi, plan, *factors):
+        b = factors[0].shape[0]
+        sim = _Simulation(plan, b, theta_rows, theta_shared, phi, adjoint=False)
+        keep = any(ctx.needs_input_grad)
+        final = torch.empty(b, 2**plan.n, dtype=sim.cdtype, device=phi.device) if keep else None
+        z = phi.new_empty(b, plan.n)
+        for rows in sim.chunks():
+            sim.forward([f[rows] for f in factors], rows, z[rows], final[rows] if keep else None)
+        ctx.save_for_backward(final, theta_rows, theta_shared, phi, *factors)
         ctx.plan = plan
         return z
 
     @staticmethod
     def backward(ctx, grad_z):
-        final, theta_rows, theta_shared, phi = ctx.saved_tensors
-        sim = _Simulation(ctx.plan, theta_rows, theta_shared, phi, adjoint=True)
-        b, n_states = final.shape
-        grads = _Grads(
-            psi0=final.real.new_empty(b, n_states),
-            theta_rows=torch.zeros_like(theta_rows),
-            theta_shared=torch.zeros_like(theta_shared),
-            phi=torch.zeros(phi.numel() // n_states, n_states, dtype=phi.dtype, device=phi.device),
-        )
-        for rows in sim.chunks(b):
-            sim.backward(final[rows], grad_z[rows], rows, grads)
-        return grads.psi0, grads.theta_rows, grads.theta_shared, grads.phi.view(phi.shape), None
+        final, theta_rows, theta_shared, phi, *factors = ctx.saved_tensors
+        sim = _Simulation(ctx.plan, final.shape[0], theta_rows, theta_shared, phi, adjoint=True)
+        for rows in sim.chunks():
+            sim.backward(final[rows], grad_z[rows].contiguous(), [f[rows] for f in factors], rows)
+        grad_rows, grad_shared, grad_phi = sim.gradients()
+        return grad_rows, grad_shared, grad_phi, None, *sim.grad_factors
 
 
-@dataclass
-class _Grads:
-    psi0: Tensor  # (B, 2^n)
-    theta_rows: Tensor  # (L-1, B, n)
-    theta_shared: Tensor  # (L+1, n)
-    phi: Tensor  # (2L, 2^n)
+class _PingPong:
+    """Two flat complex buffers a chunk's state alternates between (every op reads one, writes the other),
+    with every view of them the ops use, made once: per buffer ``i`` and group order ``o``, the state
+    ``c[i][o]`` ``(b, D_o0, D_o1, ...)``, its real matrix stack ``r[i][o]`` ``(b, D_o0, rest * 2)`` and that
+    transposed, and the permuted views a rotation copies from (``fwd``: to ``o[1:] + o[:1]``, ``adj``:
+    back to ``o[-1:] + o[:-1]``)."""
 
+    def __init__(self, b: int, dims: list[int], dtype: torch.dtype, device: torch.device) -> None:
+        k = len(dims)
+        orders = [tuple((g + s) % k for g in range(k)) for s in range(k)]
+        self.c: list[dict] = [{}, {}]
+        self.r: list[dict] = [{}, {}]
+        self.rt: list[dict] = [{}, {}]
+        self.fwd: list[dict] = [{}, {}]
+        self.adj: list[dict] = [{}, {}]
+        for i in range(2):
+            flat = torch.empty(b * math.prod(dims), dtype=dtype, device=device)
+            for o in orders:
+                c = flat.view(b, *[dims[g] for g in o])
+                self.c[i][o] = c
+                self.r[i][o] = torch.view_as_real(c).view(b, dims[o[0]], -1)
+                self.rt[i][o] = self.r[i][o].transpose(1, 2)
+                self.fwd[i][o] = c.permute(0, *range(2, k + 1), 1)
+                self.adj[i][o] = c.permute(0, k, *range(1, k))
+        self.cur = 0
 
-class _Buffers:
-    """Two flat complex work buffers used in turn: every op reads the current one and writes the other.
-
-    Allocated once per call: a fresh multi-MB tensor per op costs page faults that rival the arithmetic.
-    """
-
-    def __init__(self, numel: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.pair = [torch.empty(numel, dtype=dtype, device=device) for _ in range(2)]
-        self.current = 0
-
-    def start(self, shape: tuple[int, ...]) -> Tensor:
-        self.current = 0
-        return self.pair[0][: math.prod(shape)].view(shape)
-
-    def next(self, shape: tuple[int, ...]) -> Tensor:
-        self.current ^= 1
-        return self.pair[self.current][: math.prod(shape)].view(shape)
+    def apply(self, op: _Op, adjoint: bool, phase: Tensor | None, mat: Tensor | None) -> None:
+        """Apply ``op`` (its inverse if ``adjoint``; ``phase``/``mat`` already inverted) to the current state."""
+        src, dst = self.cur, self.cur ^ 1
+        if op.kind == "phase":
+            o = op.order
+            torch.mul(self.c[src][o], phase, out=self.c[dst][o])
+        elif op.kind == "mult":
+            torch.bmm(mat, self.r[src][op.order], out=self.r[dst][op.order])
+        elif adjoint:
+            self.c[dst][op.order].copy_(self.adj[src][op.after])
+        else:
+            self.c[dst][op.after].copy_(self.fwd[src][op.order])
+        self.cur = dst
 
 
 class _Simulation:
-    """One call of :class:`_CircuitFunction`: constants in the layouts where the ops meet them, the shared
-    RY matrices, and the work buffers. Rows run in chunks of ~``_CHUNK_AMPLITUDES`` amplitudes so that a
-    chunk's state stays in cache through all 4L ops."""
+    """One call of :class:`_CircuitFunction` (forward, or adjoint = backward).
 
-    def __init__(self, plan: _Plan, theta_rows: Tensor, theta_shared: Tensor, phi: Tensor, adjoint: bool) -> None:
-        self.plan, self.theta_rows, self.adjoint = plan, theta_rows, adjoint
+    Holds the constants in the layouts where the ops meet them, the shared RY matrices and, per chunk
+    size, a workspace of preallocated tensors and views (:class:`_Workspace`). Rows run in chunks of
+    ~``_CHUNK_AMPLITUDES`` amplitudes so that a chunk's state stays in cache through all 4L ops, and the
+    per-op work is one or two torch calls on ready-made views: at the adapter's sizes the Python and
+    dispatch cost per call is a large share of the total.
+    """
+
+    def __init__(
+        self, plan: _Plan, b: int, theta_rows: Tensor, theta_shared: Tensor, phi: Tensor, adjoint: bool
+    ) -> None:
+        self.plan, self.b, self.theta_rows, self.adjoint = plan, b, theta_rows, adjoint
         self.n_layers = phi.shape[0]
-        self.program, self.final_order = _program(plan.n, self.n_layers)
+        self.program = _program(plan.n, self.n_layers)
         self.dims = [2**s for s in plan.sizes]
         self.wires = [slice(a, a + s) for a, s in zip(plan.starts, plan.sizes)]
-        self.rdtype = phi.dtype
+        self.final_order = self.program[-1].after
+        self.rdtype, self.device = phi.dtype, phi.device
         self.cdtype = torch.complex128 if phi.dtype == torch.float64 else torch.complex64
         # The adjoint pass applies inverses: conjugate phases, transposed matrices.
         phases = torch.polar(torch.ones_like(phi), -phi if adjoint else phi).reshape(-1, phi.shape[-1])  # (2L, 2^n)
-        self.phases = {
-            op.index: _in_layout(phases[op.index], self.dims, op.order).contiguous()
+        self.phases = [
+            _in_layout(phases[op.index], self.dims, op.order).contiguous() if op.kind == "phase" else None
             for op in self.program
-            if op.kind == "phase"
-        }
-        self.kron_basis = {s: e.to(self.rdtype) for s, e in plan.kron_basis.items()}
-        self.patterns = {s: p.to(self.rdtype) for s, p in plan.patterns.items()}
-        self.shared = [self._matrices(theta_shared[:, w], g) for g, w in enumerate(self.wires)]  # (L+1, D, D)
+        ]
+        self.kron_basis = [plan.kron_basis[s].to(self.rdtype) for s in plan.sizes]  # per group (D, D*D)
+        self.patterns = [plan.patterns[s].to(self.rdtype) for s in plan.sizes]  # per group (g, D*D)
+        self.shared = [_ry_kron(theta_shared[:, w], basis) for w, basis in zip(self.wires, self.kron_basis)]  # (L+1, D, D)
         self.z_sign = _in_layout(plan.z_sign.to(self.rdtype), self.dims, self.final_order).reshape(-1, plan.n)
-        self.chunk = max(1, _CHUNK_AMPLITUDES // 2**plan.n)
-        numel = min(self.chunk, max(theta_rows.shape[1], 1)) * 2**plan.n if self.n_layers > 1 else self.chunk * 2**plan.n
-        self.buffers = [_Buffers(numel, self.cdtype, phi.device) for _ in range(2 if adjoint else 1)]
+        self.z_sign_parts = self.z_sign.repeat_interleave(2, dim=0)  # (2^n * 2, n): for re^2 and im^2
+        self.chunk = max(1, min(_CHUNK_AMPLITUDES // 2**plan.n, b))
+        self.workspaces: dict[int, _Workspace] = {}
+        if adjoint:
+            n_states = 2**plan.n
+            self.grad_factors = [phi.new_empty(b, d) for d in self.dims]
+            self.grad_rows = torch.zeros_like(theta_rows)
+            self.shared_pairs = [phi.new_zeros(self.n_layers + 1, d * d) for d in self.dims]  # sum_b G per op
+            self.inner = torch.zeros(2 * self.n_layers, n_states, dtype=self.cdtype, device=self.device)
 
-    def chunks(self, b: int) -> list[slice]:
-        return [slice(i, min(i + self.chunk, b)) for i in range(0, b, self.chunk)]
+    def chunks(self) -> list[slice]:
+        return [slice(i, min(i + self.chunk, self.b)) for i in range(0, self.b, self.chunk)]
 
-    def _matrices(self, theta: Tensor, group: int) -> Tensor:
-        """What a 'mult' op multiplies by: ``M = RY x ... x RY`` forward, ``M^T`` in the adjoint pass.
+    def _workspace(self, b: int) -> _Workspace:
+        if b not in self.workspaces:
+            self.workspaces[b] = _Workspace(self, b)
+        return self.workspaces[b]
 
-        Returned as a transposed view of a contiguous tensor (``K.transpose(-1, -2)`` with ``K = M^T``
-        built from the negated angles, or ``K = M``): MKL's batched matmul runs up to 2x faster on
-        that orientation.
-        """
-        basis = self.kron_basis[self.plan.sizes[group]]
-        return _ry_kron(theta if self.adjoint else -theta, basis).transpose(-1, -2)
-
-    def _row_matrices(self, rows: slice) -> list[Tensor | None]:
-        """This chunk's per-row matrices, per group: ``(L-1, b, D, D)``."""
+    def _row_factors(self, rows: slice) -> list[list[Tensor]]:
+        """This chunk's per-row RY magnitudes (:func:`_kron_basis`), per group and layer: ``(b, D)``."""
         if self.n_layers == 1:
-            return [None] * len(self.wires)
-        return [self._matrices(self.theta_rows[:, rows, w], g) for g, w in enumerate(self.wires)]
+            return [[] for _ in self.wires]
+        theta = self.theta_rows[:, rows]  # (L-1, b, n)
+        out = []
+        for w in self.wires:
+            v = _cos_sin_products(theta[..., w].reshape(-1, w.stop - w.start))  # (D, (L-1) * b)
+            out.append(list(v.t().contiguous().view(*theta.shape[:2], -1).unbind(0)))
+        return out
 
-    def forward(self, psi0: Tensor, rows: slice, out: Tensor) -> Tensor:
-        """Run one chunk: ``(b, 2^n)`` real initial states -> z ``(b, n)``; final states into ``out``."""
-        b = psi0.shape[0]
-        buffers = self.buffers[0]
-        x = buffers.start(_shape(b, self.dims, tuple(range(len(self.dims)))))
-        x.view(b, -1).copy_(psi0)  # psi0 may be a strided view
-        row_mats = self._row_matrices(rows)
-        for op in self.program:
-            x = self._apply(op, x, buffers, row_mats)
-        out.view(x.shape).copy_(x)
-        probs = torch.view_as_real(x).square().sum(-1).view(b, -1)  # (b, 2^n)
-        return probs @ self.z_sign  # sum_x |psi_x|^2 z_i(x)
+    def forward(self, psi0: list[Tensor], rows: slice, z: Tensor, final: Tensor | None) -> None:
+        """One chunk: initial product states (factors ``(b, D_g)`` per group) -> ``z`` ``(b, n)``; final
+        states into ``final`` ``(b, 2^n)``."""
+        b = psi0[0].shape[0]
+        ws = self._workspace(b)
+        state = ws.states[0]
+        state.cur = 0
+        product = psi0[0]
+        for u in psi0[1:]:
+            product = (product[:, :, None] * u[:, None, :]).view(b, -1)
+        start = torch.view_as_real(state.c[0][tuple(range(len(self.dims)))]).view(b, -1, 2)  # (b, 2^n, 2)
+        start[:, :, 0] = product
+        start[:, :, 1] = 0
+        factors = self._row_factors(rows)
+        for pos, op in enumerate(self.program):
+            state.apply(op, False, self.phases[pos], ws.matrix(pos, op, factors) if op.kind == "mult" else None)
+        x = state.c[state.cur][self.final_order]
+        if final is not None:
+            final.view(x.shape).copy_(x)
+        parts = torch.view_as_real(x).view(b, -1)  # (b, 2^n * 2): re, im interleaved
+        torch.mul(parts, parts, out=ws.squares)
+        torch.mm(ws.squares, self.z_sign_parts, out=z)  # sum_x |psi_x|^2 z_i(x)
 
-    def _apply(self, op: _Op, x: Tensor, buffers: _Buffers, row_mats: list[Tensor | None]) -> Tensor:
-        """One op (or its inverse in the adjoint pass) on state ``x``, written into the next buffer."""
-        if op.kind == "rotate":
-            if self.adjoint:  # the last group axis comes back first
-                y = buffers.next(_shape(x.shape[0], self.dims, op.order))
-                y.copy_(x.permute(0, x.ndim - 1, *range(1, x.ndim - 1)))
-            else:
-                y = buffers.next(_shape(x.shape[0], self.dims, op.order[1:] + op.order[:1]))
-                y.copy_(x.permute(0, *range(2, x.ndim), 1))
-        elif op.kind == "phase":
-            y = buffers.next(x.shape)
-            torch.mul(x, self.phases[op.index], out=y)
-        else:
-            mats = row_mats[op.group] if op.rows else self.shared[op.group]
-            y = buffers.next(x.shape)
-            _bmm(mats[op.index], x, y)
-        return y
-
-    def backward(self, final: Tensor, grad_z: Tensor, rows: slice, grads: _Grads) -> None:
-        """Adjoint pass of one chunk (``final``: its ``(b, 2^n)`` final states): accumulate into ``grads``."""
+    def backward(self, final: Tensor, grad_z: Tensor, psi0: list[Tensor], rows: slice) -> None:
+        """Adjoint pass of one chunk (``final``: its ``(b, 2^n)`` final states; ``psi0``: its initial
+        product-state factors)."""
         b = final.shape[0]
-        shape = _shape(b, self.dims, self.final_order)
-        psi_buffers, lam_buffers = self.buffers
-        psi = psi_buffers.start(shape)
-        psi.copy_(final.view(shape))
-        lam = lam_buffers.start(shape)
-        torch.mul(psi, (grad_z @ self.z_sign.t()).view(shape), out=lam)  # lambda = (sum_i g_i Z_i) psi
-        row_mats = self._row_matrices(rows)
-        for op in reversed(self.program):
-            if op.kind == "phase":
-                inner = torch.linalg.vecdot(lam, psi, dim=0)  # sum_b conj(lambda) psi, (D_o0, D_o1, ...)
-                grads.phi[op.index] -= 2 * _to_natural(inner.imag, op.order)
-            elif op.kind == "mult":
-                d = psi.shape[1]
-                pair = torch.bmm(_real_rows(lam), _real_rows(psi).transpose(1, 2)).view(b, d * d)  # lambda_a . psi_a'
-                pattern = self.patterns[self.plan.sizes[op.group]]  # (g, D * D)
-                wires = self.wires[op.group]
+        ws = self._workspace(b)
+        psi, lam = ws.states
+        psi.cur = lam.cur = 0
+        order = self.final_order
+        psi_c = psi.c[0][order]
+        psi_c.view(b, -1).copy_(final)
+        weight = (grad_z @ self.z_sign.t()).view(psi_c.shape)  # sum_i g_i z_i(x)
+        torch.mul(psi_c, weight, out=lam.c[0][order])  # lambda_final
+        factors = self._row_factors(rows)
+        for pos in range(len(self.program) - 1, -1, -1):
+            op = self.program[pos]
+            mat = None
+            if op.kind == "phase":  # sum_b conj(lambda) psi, invariant under the phase itself
+                torch.linalg.vecdot(lam.c[lam.cur][op.order], psi.c[psi.cur][op.order], dim=0, out=ws.inner[pos])
+            elif op.kind == "mult":  # G[b, a, a'] = lambda_a . psi_a' (real dot over the other axes)
+                torch.bmm(lam.r[lam.cur][op.order], psi.rt[psi.cur][op.order], out=ws.pair3[op.group])
                 if op.rows:
-                    grads.theta_rows[op.index, rows, wires] = torch.nn.functional.linear(pair, pattern)
+                    torch.mm(ws.pair2[op.group], self.patterns[op.group].t(), out=ws.grad_rows[op.group][op.index])
                 else:
-                    grads.theta_shared[op.index, wires] += pattern @ pair.sum(0)
-            psi = self._apply(op, psi, psi_buffers, row_mats)
-            lam = self._apply(op, lam, lam_buffers, row_mats)
-        grads.psi0[rows] = 2 * lam.real.reshape(b, -1)  # dL/dpsi0 = 2 Re(lambda_0) for a real psi0
+                    torch.sum(ws.pair2[op.group], dim=0, out=ws.shared_pairs[op.group][op.index])
+                mat = ws.matrix(pos, op, factors)
+            psi.apply(op, True, self.phases[pos], mat)
+            lam.apply(op, True, self.phases[pos], mat)
+        # dL/dpsi0 = 2 Re(lambda_0) for the real psi0 = u_0 x u_1 x ...: contract it with the other factors.
+        grad_psi0 = torch.mul(lam.c[lam.cur][tuple(range(len(self.dims)))].real, 2, out=ws.grad_psi0)
+        letters = "acdefghijk"[: len(self.dims)]
+        for g, out in enumerate(self.grad_factors):
+            others = [h for h in range(len(self.dims)) if h != g]
+            equation = ",".join(["b" + letters] + ["b" + letters[h] for h in others]) + "->b" + letters[g]
+            out[rows] = torch.einsum(equation, grad_psi0, *[psi0[h] for h in others])
+        for g, w in enumerate(self.wires):
+            if self.n_layers > 1:
+                self.grad_rows[:, rows, w] = ws.grad_rows_full[g]
+            self.shared_pairs[g] += ws.shared_pairs_full[g]
+        self.inner += ws.inner_full
+
+    def gradients(self) -> tuple[Tensor, Tensor, Tensor]:
+        """After all chunks: dL/d(theta_rows, theta_shared, phi); the factors' are in ``grad_factors``."""
+        grad_shared = torch.zeros(self.n_layers + 1, self.plan.n, dtype=self.rdtype, device=self.device)
+        for g, w in enumerate(self.wires):
+            grad_shared[:, w] = self.shared_pairs[g] @ self.patterns[g].t()
+        grad_phi = torch.empty(self.inner.shape, dtype=self.rdtype, device=self.device)
+        for pos, op in enumerate(self.program):
+            if op.kind == "phase":
+                table = self.inner[op.index].view(*[self.dims[g] for g in op.order])
+                grad_phi[op.index] = -2 * _to_natural(table.imag, op.order)
+        return self.grad_rows, grad_shared, grad_phi.view(self.n_layers, 2, -1)
 
 
-def _real_rows(x: Tensor) -> Tensor:
-    """Complex state ``(b, D, rest...)`` as the real matrix stack ``(b, D, rest * 2)`` (a view)."""
-    return torch.view_as_real(x).view(x.shape[0], x.shape[1], -1)
+class _Workspace:
+    """Preallocated tensors and views for one chunk size ``b`` of a :class:`_Simulation`."""
 
+    def __init__(self, sim: _Simulation, b: int) -> None:
+        rd, dev = sim.rdtype, sim.device
+        self.sim = sim
+        self.states = [_PingPong(b, sim.dims, sim.cdtype, dev) for _ in range(2 if sim.adjoint else 1)]
+        # shared matrices as the batch-expanded views bmm takes: M forward, M^T in the adjoint pass
+        self.shared = {
+            pos: (sim.shared[op.group][op.index].t() if sim.adjoint else sim.shared[op.group][op.index]).expand(b, -1, -1)
+            for pos, op in enumerate(sim.program)
+            if op.kind == "mult" and not op.rows
+        }
+        # one layer's per-row matrices per group: written (b, D*D), read as (b, D, D), M or M^T
+        self.matrix_out = [torch.empty(b, d * d, dtype=rd, device=dev) for d in sim.dims]
+        self.matrix_in = [m.view(b, d, d) for m, d in zip(self.matrix_out, sim.dims)]
+        if sim.adjoint:
+            self.matrix_in = [m.transpose(1, 2) for m in self.matrix_in]
+        self.squares = torch.empty(b, 2 * math.prod(sim.dims), dtype=rd, device=dev)
+        if sim.adjoint:
+            self.grad_psi0 = torch.empty(b, *sim.dims, dtype=rd, device=dev)
+            self.pair2 = [torch.empty(b, d * d, dtype=rd, device=dev) for d in sim.dims]
+            self.pair3 = [p.view(b, d, d) for p, d in zip(self.pair2, sim.dims)]
+            layers = sim.n_layers
+            self.grad_rows_full = [torch.empty(layers - 1, b, s, dtype=rd, device=dev) for s in sim.plan.sizes]
+            self.grad_rows = [list(t.unbind(0)) for t in self.grad_rows_full]
+            self.shared_pairs_full = [torch.empty(layers + 1, d * d, dtype=rd, device=dev) for d in sim.dims]
+            self.shared_pairs = [list(t.unbind(0)) for t in self.shared_pairs_full]
+            self.inner_full = torch.empty(2 * layers, math.prod(sim.dims), dtype=sim.cdtype, device=dev)
+            self.inner = {
+                pos: self.inner_full[op.index].view(*[sim.dims[g] for g in op.order])
+                for pos, op in enumerate(sim.program)
+                if op.kind == "phase"
+            }
 
-def _bmm(mat: Tensor, x: Tensor, out: Tensor) -> None:
-    """``out = mat @ x`` along the first group axis of complex states ``x``, ``out`` ``(b, D, rest...)``;
-    ``mat`` is real, ``(b, D, D)`` per row or ``(D, D)`` shared."""
-    b, d = x.shape[:2]
-    torch.bmm(mat.expand(b, d, d), _real_rows(x), out=_real_rows(out))
+    def matrix(self, pos: int, op: _Op, factors: list[list[Tensor]]) -> Tensor:
+        """The matrix bmm multiplies by for 'mult' op ``op`` at program position ``pos``.
+
+        Shared matrices are ready-made; a per-row one is built for this layer just before use (so it is
+        still in cache when bmm reads it) as ``factors @ basis`` into a reused buffer.
+        """
+        if not op.rows:
+            return self.shared[pos]
+        torch.mm(factors[op.group][op.index], self.sim.kron_basis[op.group], out=self.matrix_out[op.group])
+        return self.matrix_in[op.group]

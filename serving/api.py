@@ -195,14 +195,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         ) from None
 
     if not body.stream:
+        work = asyncio.ensure_future(
+            asyncio.to_thread(service.complete, messages, body.model, cancel=cancel, **_kwargs(body))
+        )
         try:
-            work = asyncio.to_thread(service.complete, messages, body.model, cancel=cancel, **_kwargs(body))
-            result = await asyncio.wait_for(work, timeout)
-        except asyncio.TimeoutError:
-            cancel.set()
-            raise ApiError(
-                504, f"generation took longer than {timeout:.0f}s", "server_error", "timeout"
-            ) from None
+            done, _ = await asyncio.wait({work}, timeout=timeout)
+            if not done:
+                cancel.set()  # stops within one token; the slot is released only when the thread is done
+                await work
+                raise ApiError(504, f"generation took longer than {timeout:.0f}s", "server_error", "timeout")
+            result = work.result()
         finally:
             await slot.__aexit__(None, None, None)
         return JSONResponse(_completion(body, result))

@@ -131,5 +131,13 @@ def build_service(model: str, adapters: dict[str, str | Path], settings: Setting
     from .engine import Engine
 
     engine = Engine(model, adapters)
-    chatlog = ChatLog(settings.chat_log, settings.chat_log_retention_days) if settings.chat_log else None
+    chatlog = (
+        ChatLog(
+            settings.chat_log,
+            settings.chat_log_retention_days,
+            log_safety_content=settings.safety_log_content,
+        )
+        if settings.chat_log
+        else None
+    )
     return ChatService(engine, embedder=load_embedder(), locale=settings.locale, chatlog=chatlog)

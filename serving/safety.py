@@ -203,9 +203,19 @@ CRISIS_EXEMPLARS: tuple[str, ...] = (
 """Short crisis statements, direct and indirect; a message close to any of them is a crisis."""
 
 DEFAULT_CRISIS_THRESHOLD = 0.52
+STRONG_CRISIS_SIMILARITY = 0.60
 """Cosine similarity (all-MiniLM-L6-v2) to the nearest crisis exemplar at or above which a message is a
-crisis. Calibrated on held-out positives and on ESConv / CounselChat user messages; see
-tests/serving/test_safety.py and the module's report for the figures."""
+crisis. Chosen for recall, since a missed crisis costs far more than an extra resources line.
+Measured with these exemplars and patterns (embedding OR pattern flags):
+
+    threshold                                  0.50   0.52   0.55   0.60
+    held-out crisis statements (15), recall    0.80   0.73   0.53   0.47
+    held-out everyday/sad messages (15), FP    0.13   0.13   0.07   0.00
+    ESConv seeker turns (14,792), flagged      1.0%   0.7%   0.4%   0.2%
+
+Everyday idioms score well below it ("this homework is killing me" 0.19, "how do I kill a python
+process" 0.34, "this traffic is killing me" 0.41); near-misses above it include "I'm going to kill it
+at the interview tomorrow" (0.52) and "I hurt myself playing football" (0.54)."""
 
 _I = re.IGNORECASE
 
@@ -284,7 +294,9 @@ _CRISIS_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\b(?:lethal|fatal|deadly)\s+(?:dose|amount|overdose|quantity)\b"
             r"|\bhow\s+(?:many|much)\b[^.?!\n]{0,60}\b(?:to\s+die|kill\s+(?:me|myself|a\s+person|someone)|be\s+(?:lethal|fatal)|to\s+overdose|to\s+od)\b"
-            r"|\b(?:painless|easiest|quickest|best)\s+way\s+to\s+die\b",
+            r"|\b(?:painless|easiest|quickest|best)\s+way\s+to\s+die\b"
+            r"|\bso\s+(?:that\s+)?i\s+(?:don'?t|do\s+not|won'?t|will\s+not|never)\s+wake\s+up\b"
+            r"|\bnever\s+wake\s+up\s+again\b",
             _I,
         ),
     ),
@@ -316,7 +328,9 @@ _DIAGNOSIS_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             rf"|\b(?:am|are)\s+i\s+(?:{_CONDITIONS})\b"
             rf"|\b(?:do\s+you\s+think\s+)?i(?:'m|\s+am)\s+(?:{_CONDITIONS})\s*\?"
             rf"|\bis\s+(?:it|this)\s+(?:{_CONDITIONS})\s*\?"
-            rf"|\bdoes\s+(?:this|that|it)\s+(?:sound|look)\s+like\s+(?:i\s+have\s+)?(?:{_CONDITIONS})\b",
+            rf"|\bdoes\s+(?:this|that|it)\s+(?:sound|look)\s+like\s+(?:i\s+have\s+)?(?:{_CONDITIONS})\b"
+            rf"|\b(?:does|could|might)\s+(?:he|she|they|my\s+\w+)\s+(?:have|be|suffer\s+from)\s+(?:{_CONDITIONS})\b"
+            rf"|\b(?:is|are)\s+(?:he|she|they|my\s+\w+)\s+(?:{_CONDITIONS})\b",
             _I,
         ),
     ),
@@ -334,7 +348,7 @@ _DRUGS = (
     r"|(?:my\s+)?meds|(?:my\s+)?medications?|(?:my\s+)?pills|(?:my\s+)?prescription"
 )
 _DOSE = (
-    r"dose|doses|dosage|dosing|mg|milligrams?|mcg|how\s+(?:many|much)|titrat\w*|taper\w*"
+    r"dose|doses|dosage|dosing|(?:\d+(?:\.\d+)?\s*)?(?:mg|milligrams?|mcg)|how\s+(?:many|much)|titrat\w*|taper\w*"
     r"|double|increase|decrease|lower|raise|stop\s+taking|come\s+off|get\s+off|skip|start\s+taking|switch"
 )
 _MEDICATION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -344,6 +358,12 @@ _MEDICATION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "dose_request",
         re.compile(
             r"\b(?:should|can|could)\s+i\s+take\s+\d+(?:\.\d+)?\s*(?:mg|milligrams?|pills|tablets)\b", _I
+        ),
+    ),
+    (
+        "dose_request",
+        re.compile(
+            r"\bhow\s+(?:many|much)\b[^.?!\n]{0,40}\b(?:can|should|could|do)\s+i\s+(?:safely\s+)?take\b", _I
         ),
     ),
 )
@@ -459,12 +479,14 @@ class SafetyLayer:
         name = _first_match(_CRISIS_PATTERNS, text)
         if name is not None:
             return SafetyAssessment(crisis=True, kind="crisis", score=score, matched=f"pattern:{name}")
-        if score >= self.threshold:
-            return SafetyAssessment(crisis=True, kind="crisis", score=score, matched=f"exemplar:{index}")
+        # An explicit diagnosis or dosing request outweighs a weak crisis similarity; a strong one
+        # (>= STRONG_CRISIS_SIMILARITY) is still treated as a crisis.
         for kind, patterns in (("medication", _MEDICATION_PATTERNS), ("diagnosis", _DIAGNOSIS_PATTERNS)):
             name = _first_match(patterns, text)
-            if name is not None:
+            if name is not None and score < max(self.threshold, STRONG_CRISIS_SIMILARITY):
                 return SafetyAssessment(crisis=False, kind=kind, score=score, matched=f"pattern:{name}")
+        if score >= self.threshold:
+            return SafetyAssessment(crisis=True, kind="crisis", score=score, matched=f"exemplar:{index}")
         return SafetyAssessment(crisis=False, kind=None, score=score, matched=None)
 
     def crisis_reply(self) -> str:

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .engine import BASE, Engine
-from .safety import SafetyAssessment, SafetyCounters, SafetyLayer, StreamingFinalCheck, wrap_reply
+from .safety import (
+    AI_DISCLOSURE,
+    COUNSELING_DOMAINS,
+    SafetyAssessment,
+    SafetyCounters,
+    SafetyLayer,
+    StreamingFinalCheck,
+)
 
 __all__ = ["AUTO", "ChatResult", "ChatService", "UnknownModel"]
 
@@ -139,8 +146,17 @@ class ChatService:
         assessment: SafetyAssessment = self.safety.assess(messages)
         if assessment.kind is not None:
             self.counters.record(assessment.kind)
+            if self.chatlog is not None:  # the event always; its text only with operator opt-in + consent
+                text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+                self.chatlog.record_safety_event(
+                    assessment.kind, assessment.matched, conversation_id, text=text, consent=consent
+                )
         result = ChatResult("", adapter, routed, domain, assessment.as_dict(), route_scores=scores)
-        if assessment.crisis or assessment.kind in ("diagnosis", "medication"):
+        # Crises are answered in every domain. Diagnosis and dosing requests are declined where the
+        # model would otherwise advise on them (counselling, base); a math adapter answers its word
+        # problems about pills or doses as arithmetic.
+        declines = assessment.kind in ("diagnosis", "medication") and domain != "math"
+        if assessment.crisis or declines:
             # No generation at all: the reply is ours, leads with resources or declines kindly.
             text = (
                 self.safety.crisis_reply()
@@ -170,11 +186,12 @@ class ChatService:
                         yield safe
                 else:
                     final = part
-            tail = check.flush()
+            extra = check.flush()
             if check.removed:
                 self.counters.record("means_removed", check.removed)
-            wrapped = wrap_reply(result.text + tail, assessment, domain or "")
-            extra = wrapped[len(result.text) :] if wrapped.startswith(result.text) else tail
+            needs_disclosure = domain in COUNSELING_DOMAINS or assessment.kind is not None
+            if needs_disclosure and AI_DISCLOSURE not in result.text + extra:
+                extra = extra.rstrip() + "\n\n" + AI_DISCLOSURE
             if extra:
                 result.text += extra
                 yield extra

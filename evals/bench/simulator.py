@@ -1,0 +1,189 @@
+"""Benchmark: the fast QTHA circuit simulator against PennyLane, forward + backward.
+
+Both backends run the same circuit (:func:`quantum_adapters.circuit.gates`) on ``rows`` input rows, as the
+adapter does once per token: the fast exact simulator (``backend='fast'``) and PennyLane's
+``default.qubit`` with the torch interface, backprop and parameter broadcasting over the rows (the
+fastest PennyLane path for this workload). A step is one forward pass and one backward pass to the
+inputs and the weights. Reported: median step time over ``repeats`` timed steps after one warm-up
+step, the speed-up, the largest disagreement between the two (outputs, input gradients, weight
+gradients) and each backend's peak memory.
+
+    qtha-eval bench simulator --qubits 8 --layers 8 --rows 4096 [--repeats 3] [--json] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from quantum_adapters.circuit import execute, weight_shape
+
+__all__ = ["register", "run"]
+
+_Step = Callable[[], tuple[Tensor, Tensor, Tensor]]
+
+
+def run(qubits: int = 8, layers: int = 8, rows: int = 4096, repeats: int = 3, seed: int = 0) -> dict[str, float]:
+    """Time fast vs PennyLane forward + backward on one random batch; check they agree.
+
+    Returns ``fast_s``/``pennylane_s`` (median seconds per forward + backward), ``speedup``,
+    ``max_abs_diff`` (largest absolute difference over outputs, input gradients and weight gradients;
+    the weight gradients are those of the row-mean loss, i.e. divided by ``rows``, the scale training
+    sees: summed over thousands of rows, float32 rounding of the sum alone exceeds 1e-5),
+    ``fast_peak_mb``/``pennylane_peak_mb`` (peak resident memory added by one step), and the sizes.
+    """
+    weight_shape(qubits, layers)  # validates the sizes
+    if rows < 1 or repeats < 1:
+        raise ValueError(f"bench simulator: expected rows >= 1 and repeats >= 1; got rows={rows}, repeats={repeats}")
+    gen = torch.Generator().manual_seed(seed)
+    inputs = (torch.rand(rows, qubits, generator=gen) * 2 - 1) * math.pi  # (rows, n) float32 angles
+    weights = torch.rand(layers, 4, qubits, generator=gen) * 2 * math.pi  # (L, 4, n), as the layer inits
+    grad_out = torch.randn(rows, qubits, generator=gen)  # dL/dz for a random linear loss
+
+    def step(backend: str) -> _Step:
+        def once() -> tuple[Tensor, Tensor, Tensor]:
+            x, w = inputs.clone().requires_grad_(), weights.clone().requires_grad_()
+            z = execute(x, w, backend=backend)
+            gx, gw = torch.autograd.grad(z, (x, w), grad_out)
+            return z.detach(), gx, gw
+
+        return once
+
+    fast, penny = step("fast"), step("pennylane")
+    fast_s, fast_out = _median_time(fast, repeats)
+    penny_s, penny_out = _median_time(penny, repeats)
+    diffs = [(a - b).abs().max().item() for a, b in zip(fast_out[:2], penny_out[:2])]
+    diffs.append(((fast_out[2] - penny_out[2]) / rows).abs().max().item())
+    return {
+        "qubits": float(qubits),
+        "layers": float(layers),
+        "rows": float(rows),
+        "threads": float(torch.get_num_threads()),
+        "fast_s": fast_s,
+        "pennylane_s": penny_s,
+        "speedup": penny_s / fast_s,
+        "max_abs_diff": max(diffs),
+        "fast_peak_mb": _peak_mb(fast),
+        "pennylane_peak_mb": _peak_mb(penny),
+    }
+
+
+def _median_time(step: _Step, repeats: int) -> tuple[float, tuple[Tensor, Tensor, Tensor]]:
+    out = step()  # warm-up: builds the simulator's constants / PennyLane's QNode
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _peak_mb(step: _Step) -> float:
+    """Peak resident memory (MB) that one step adds on top of what the process holds before it.
+
+    Measured as the kernel's resident-set high-water mark (``VmHWM``), reset just before the step by
+    writing 5 to ``/proc/self/clear_refs``, minus the resident set (``VmRSS``) at that moment. RSS is used,
+    not ``tracemalloc`` (which sees only Python-level allocations, not torch's tensors) nor torch's
+    profiler (which sees only torch tensors, not PennyLane's other allocations): it counts everything the
+    step makes resident. Free heap memory is handed back first (``malloc_trim``) so that memory a
+    previous step left cached is not reused invisibly. Linux only; elsewhere ``ru_maxrss`` growth is a
+    lower bound and NaN is reported if neither can be read.
+    """
+    gc.collect()
+    _malloc_trim()
+    status = Path("/proc/self/status")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kb(status, "VmRSS")
+        step()
+        return (_status_kb(status, "VmHWM") - before) / 1024
+    except OSError:
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step()
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        return grown / 1024 if grown > 0 else float("nan")
+
+
+def _status_kb(status: Path, field: str) -> int:
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"{status}: no {field} line")
+
+
+def _malloc_trim() -> None:
+    """Return free glibc heap memory to the OS (no-op where glibc's malloc_trim is unavailable)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    libc = ctypes.CDLL(name)
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def profile_fast(qubits: int = 8, layers: int = 8, rows: int = 4096, seed: int = 0, row_limit: int = 15) -> str:
+    """torch.profiler table (self CPU time per op) of one fast forward + backward, after a warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gen = torch.Generator().manual_seed(seed)
+    x = ((torch.rand(rows, qubits, generator=gen) * 2 - 1) * math.pi).requires_grad_()
+    w = (torch.rand(layers, 4, qubits, generator=gen) * 2 * math.pi).requires_grad_()
+    grad_out = torch.randn(rows, qubits, generator=gen)
+
+    def step() -> None:
+        torch.autograd.grad(execute(x, w), (x, w), grad_out)
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    return prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=row_limit)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    result = run(args.qubits, args.layers, args.rows, args.repeats)
+    if args.profile:
+        print(profile_fast(args.qubits, args.layers, args.rows))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"circuit simulator, {args.qubits} qubits x {args.layers} layers, {args.rows} rows, forward + backward, "
+        f"median of {args.repeats} ({int(result['threads'])} torch threads)"
+    )
+    print(f"  {'backend':<34}{'time (s)':>10}{'peak (MB)':>12}")
+    print(f"  {'fast (exact torch simulator)':<34}{result['fast_s']:>10.4f}{result['fast_peak_mb']:>12.1f}")
+    print(f"  {'pennylane default.qubit (backprop)':<34}{result['pennylane_s']:>10.4f}{result['pennylane_peak_mb']:>12.1f}")
+    print(f"  speed-up {result['speedup']:.1f}x   max |fast - pennylane| {result['max_abs_diff']:.2e}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``simulator`` sub-command to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "simulator",
+        help="fast circuit simulator vs PennyLane default.qubit: forward+backward time, agreement, memory",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument("--qubits", type=int, default=8, help="circuit qubits = adapter rank r (default 8)")
+    p.add_argument("--layers", type=int, default=8, help="circuit layers L (default 8)")
+    p.add_argument("--rows", type=int, default=4096, help="circuits per batch, one per token (default 4096)")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per backend; the median is reported (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument(
+        "--profile", action="store_true", help="also print a torch.profiler table of the fast forward + backward"
+    )
+    p.set_defaults(func=_cmd)
