@@ -112,8 +112,19 @@ class MPOLinear(nn.Module):
         return w.reshape(self.d_in, self.d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., d_in) -> (..., d_out)."""
-        return x @ self.to_dense()
+        """x: (..., d_in) -> (..., d_out).
+
+        Without gradients (evaluation, serving: one token at a time) the dense matrix is cached and
+        rebuilt only when a core changes, so decoding pays one matmul per token.
+        """
+        if torch.is_grad_enabled() and any(c.requires_grad for c in self.cores):
+            return x @ self.to_dense()
+        key = tuple((c.data_ptr(), c._version, c.dtype, c.device) for c in self.cores)
+        if getattr(self, "_dense_key", None) != key:
+            with torch.no_grad():
+                self._dense = self.to_dense()
+            self._dense_key = key
+        return x @ self._dense
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, d_out={self.d_out}, cores={[tuple(s) for s in self.shapes]}"

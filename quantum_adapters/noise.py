@@ -25,14 +25,28 @@ outcomes from the 2^n-outcome distribution ``P_meas`` (a multinomial, sampled as
 splits: bit 0, then bit 1 given bit 0, ...) and returns the sample means of ``1 - 2 m_i``: what a device
 returns after S shots.
 
-Noise-free circuits are simulated as state vectors (``B x 2^n`` amplitudes), noisy ones as density
-matrices (``B x 4^n`` entries, rows in chunks so that memory stays bounded for r up to 10). Gates are
-applied one at a time from :func:`circuit.gates`, so a channel can follow each; there are no gradients
-(shots and noise are for evaluation; train with the exact ``'fast'`` backend).
+How it is computed (exactly, in float64 on the CPU; no gradients: shots and noise are for evaluation,
+train with the exact ``'fast'`` backend). Gates come one at a time from :func:`circuit.gates`, so that a
+channel can follow each:
+
+* noise-free: the state vector, ``B x 2^n`` amplitudes;
+* noisy: the density matrix in the Pauli basis, ``rho = 2^-n sum_P r_P P`` with ``r_P = Tr(P rho)`` real,
+  ``B x 4^n`` numbers (index digit per wire: I, X, Y, Z; wire 0 most significant). There a depolarising
+  channel is diagonal (``r_P *= lam^(number of wires where P is not I)``, ``lam = 1 - 4p/3``) and folds
+  into the gate before it: RY(t) + D(p) rotates (r_X, r_Z) by t and scales X, Y, Z by lam; CRZ + D(p2) x
+  D(p2) is a sparse 16 x 16 Pauli transfer matrix on its two wires (each output mixes at most 4 inputs).
+  The diagonal of rho, the outcome distribution, comes from the components in {I, Z}^n.
+
+For r <= 4 the trained part of each layer (everything between two data re-uploads) is fused once per
+weights into one matrix (``2^n x 2^n`` unitary, or ``4^n x 4^n`` transfer matrix), so a call costs a few
+tensor operations per layer; larger r applies the gates one by one. Rows go in chunks that bound memory
+(r = 10 with noise: ``4^10`` numbers, 8 MiB, per row).
 """
 
 from __future__ import annotations
 
+import cmath
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -48,9 +62,13 @@ Readout = tuple[tuple[float, float], tuple[float, float]]
 
 IDEAL_READOUT: Readout = ((1.0, 0.0), (0.0, 1.0))
 
-# Density-matrix entries per chunk of rows (complex128): 2^22 entries = 64 MiB, so r = 10 (4^10 entries
-# per row) runs 4 rows at a time and r = 4 the whole ``chunk``.
-_MAX_DENSITY_ENTRIES = 2**22
+# Numbers per chunk of rows (float64 Pauli vectors or complex128 amplitudes): 2^20, 8-16 MiB, so that a
+# chunk stays in memory the caches can serve; r = 10 with noise runs one row (4^10 numbers) at a time.
+_MAX_CHUNK_ENTRIES = 2**20
+# Up to this many qubits the trained part of each layer is fused into one matrix per weights (256 x 256
+# with noise: 0.5 MiB per layer), cached for the last _COMPILED_CACHE weight tensors (the adapted modules).
+_FUSE_MAX_QUBITS = 4
+_COMPILED_CACHE = 256
 
 
 def _probability(where: str, value: object) -> float:
@@ -75,15 +93,18 @@ class NoiseModel:
         for name in ("p1", "p2"):
             object.__setattr__(self, name, _probability(f"NoiseModel.{name}", getattr(self, name)))
         rows = self.readout
-        if not isinstance(rows, (tuple, list)) or len(rows) != 2 or any(
-            not isinstance(r, (tuple, list)) or len(r) != 2 for r in rows
+        if (
+            not isinstance(rows, (tuple, list))
+            or len(rows) != 2
+            or any(not isinstance(r, (tuple, list)) or len(r) != 2 for r in rows)
         ):
             raise ValueError(
                 f"NoiseModel.readout: expected a 2x2 confusion matrix ((P(0|0), P(1|0)), (P(0|1), P(1|1))); "
                 f"got {rows!r}"
             )
         checked = tuple(
-            tuple(_probability(f"NoiseModel.readout[{t}][{m}]", rows[t][m]) for m in range(2)) for t in range(2)
+            tuple(_probability(f"NoiseModel.readout[{t}][{m}]", rows[t][m]) for m in range(2))
+            for t in range(2)
         )
         for t in range(2):
             if abs(sum(checked[t]) - 1.0) > 1e-9:
@@ -176,7 +197,9 @@ def noisy_expvals(
     n_layers, _, n = weights.shape
     if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
         got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(f"noisy_expvals(inputs): expected shape (..., {n}) to match weights {tuple(weights.shape)}; got {got}")
+        raise ValueError(
+            f"noisy_expvals(inputs): expected shape (..., {n}) to match weights {tuple(weights.shape)}; got {got}"
+        )
     if not inputs.is_floating_point():
         raise TypeError(f"noisy_expvals(inputs): expected a floating-point tensor; got dtype {inputs.dtype}")
     noise = noise_model(noise)
@@ -195,21 +218,18 @@ def noisy_expvals(
     if rows == 0:
         return inputs.new_zeros(inputs.shape)
     x = inputs.detach().reshape(rows, n).to("cpu", torch.float64)
-    w = weights.detach().to("cpu", torch.float64)
-    program = _program(n, n_layers, w)
+    w = weights.detach().to("cpu", torch.float64).contiguous()
+    program = _compile(n, n_layers, w.numpy().tobytes(), None if noise is None else (noise.p1, noise.p2))
     generator = None
     if shots is not None:
         generator = torch.Generator().manual_seed(_call_seed(seed, x, w))
-    if noise is not None:
-        chunk = max(1, min(chunk, _MAX_DENSITY_ENTRIES // 4**n))
+    per_row = 2**n if noise is None else 4**n
+    chunk = max(1, min(chunk, _MAX_CHUNK_ENTRIES // per_row))
     z_sign = _z_sign(n)  # (2^n, n)
     out = torch.empty(rows, n, dtype=torch.float64)
     for start in range(0, rows, chunk):
-        block = x[start : start + chunk]  # (b, n)
-        if noise is None:
-            probs = _pure_probs(block, program, n)
-        else:
-            probs = _mixed_probs(block, program, n, noise)
+        probs = program.probabilities(x[start : start + chunk])  # (b, 2^n)
+        if noise is not None:
             probs = _apply_readout(probs, noise.readout, n)
         if shots is not None:
             probs = _sample_counts(probs, shots, n, generator) / shots
@@ -217,40 +237,225 @@ def noisy_expvals(
     return out.to(inputs.dtype).reshape(inputs.shape)
 
 
-# --- the circuit, compiled ----------------------------------------------------------------------------
+# --- the circuit, compiled ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _RY:
+class _Data:
+    """The row's input angles: RY(c[index]) on each wire, ``(wire, index)`` pairs."""
+
+    inputs: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class _Rotation:
+    """RY(angle) on ``wire`` and, on a Pauli vector, the depolarising factor ``lam`` that follows it."""
+
     wire: int
-    input_index: int | None  # the row's input angle c_i, or None for a weight angle
-    cos: float  # cos(theta/2) and sin(theta/2) of a weight angle
-    sin: float
+    angle: float
+    lam: float = 1.0
 
 
 @dataclass(frozen=True)
-class _CRZ:
-    control: int
-    target: int
-    phases: Tensor  # (2^n,) complex: exp(i theta c (t - 1/2)) on each basis state
+class _Phase:
+    """A diagonal gate on amplitudes: ``(2^n,)`` complex phases."""
+
+    phases: Tensor
 
 
-def _program(n: int, n_layers: int, w: Tensor) -> list[_RY | _CRZ]:
-    """:func:`circuit.gates` with each weight angle turned into what applying its gate needs."""
-    bits = _bits(n)  # (2^n, n)
-    program: list[_RY | _CRZ] = []
+@dataclass(frozen=True)
+class _PairTransfer:
+    """A sparse 16 x 16 Pauli transfer matrix on wires ``lo < hi``: ``(p, q, ((i, j, coef), ...))`` gives
+    output component ``(P_p on lo, P_q on hi)`` as a sum of input components."""
+
+    lo: int
+    hi: int
+    terms: tuple[tuple[int, int, tuple[tuple[int, int, float], ...]], ...]
+
+
+_Op = _Rotation | _Phase | _PairTransfer
+
+# Single-qubit Paulis in the order the Pauli basis uses: I, X, Y, Z.
+_PAULIS = torch.tensor(
+    [[[1, 0], [0, 1]], [[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]], dtype=torch.complex128
+)
+
+
+@functools.lru_cache(maxsize=_COMPILED_CACHE)
+def _compile(
+    n: int, n_layers: int, weight_bytes: bytes, depolarizing: tuple[float, float] | None
+) -> _Program:
+    """The circuit of :func:`circuit.gates` for these weights (float64 bytes of ``(L, 4, n)``) as steps:
+    state-vector ops when ``depolarizing`` is None, else Pauli-vector ops with ``(p1, p2)`` folded in."""
+    w = torch.frombuffer(bytearray(weight_bytes), dtype=torch.float64).view(n_layers, 4, n)
+    pauli = depolarizing is not None
+    lam1, lam2 = (1.0 - 4.0 * p / 3.0 for p in depolarizing) if pauli else (1.0, 1.0)
+    bits = _bits(n)
+    steps: list[_Data | list[_Op]] = []
     for gate in gates(n, n_layers):
+        if gate.param[0] == "input":
+            if gate.name != "RY":
+                raise AssertionError(f"noise: input angles drive RY gates only; got {gate}")
+            previous = steps[-1].inputs if steps and isinstance(steps[-1], _Data) else None
+            if previous is None:
+                steps.append(_Data(()))
+            steps[-1] = _Data((*steps[-1].inputs, (gate.wires[0], gate.param[1])))
+            continue
+        if not steps or isinstance(steps[-1], _Data):
+            steps.append([])
+        angle = float(w[gate.param[1:]])
         if gate.name == "RY":
-            if gate.param[0] == "input":
-                program.append(_RY(gate.wires[0], gate.param[1], 1.0, 0.0))
-            else:
-                half = float(w[gate.param[1:]]) / 2
-                program.append(_RY(gate.wires[0], None, math.cos(half), math.sin(half)))
+            steps[-1].append(_Rotation(gate.wires[0], angle, lam1))
+        elif pauli:
+            steps[-1].append(_crz_transfer(*gate.wires, angle, lam2))
         else:
             control, target = gate.wires
-            phi = float(w[gate.param[1:]]) * bits[:, control] * (bits[:, target] - 0.5)  # (2^n,)
-            program.append(_CRZ(control, target, torch.polar(torch.ones_like(phi), phi)))
-    return program
+            phi = angle * bits[:, control] * (bits[:, target] - 0.5)  # CRZ: exp(i t c (x_t - 1/2))
+            steps[-1].append(_Phase(torch.polar(torch.ones_like(phi), phi)))
+    return _Program(n, steps, pauli, lam1)
+
+
+def _crz_transfer(control: int, target: int, angle: float, lam: float) -> _PairTransfer:
+    """CRZ(angle) followed by ``DepolarizingChannel`` (factor ``lam``) on both wires, as Pauli transfer.
+
+    ``R[a, b] = Tr(P_a U P_b U^dagger) / 4`` over two-qubit Paulis ``P_a = P_a0 (x) P_a1`` (control first),
+    then each output component scaled by ``lam`` per wire where it is not I.
+    """
+    half = angle / 2
+    u = torch.tensor([1, 1, cmath.exp(-1j * half), cmath.exp(1j * half)], dtype=torch.complex128)  # diag(CRZ)
+    pairs = torch.einsum("aij,bkl->abikjl", _PAULIS, _PAULIS).reshape(16, 4, 4)  # (P_a0 (x) P_a1) as 4 x 4
+    conjugated = pairs * torch.outer(u, u.conj())  # U P U^dagger for a diagonal U
+    transfer = torch.einsum("axy,byx->ab", pairs, conjugated).real / 4  # (16 out, 16 in)
+    damp = torch.tensor([1.0, lam, lam, lam], dtype=torch.float64)
+    transfer = transfer * torch.outer(damp, damp).reshape(16, 1)
+    swap = control > target  # store components in (lower wire, higher wire) order
+
+    def split(index: int) -> tuple[int, int]:
+        on_control, on_target = divmod(index, 4)
+        return (on_target, on_control) if swap else (on_control, on_target)
+
+    terms = []
+    for out in range(16):
+        inputs = tuple(
+            (*split(k), float(transfer[out, k])) for k in range(16) if abs(transfer[out, k]) > 1e-15
+        )
+        p, q = split(out)
+        if inputs == ((p, q, 1.0),):
+            continue  # this component passes unchanged
+        terms.append((p, q, inputs))
+    return _PairTransfer(min(control, target), max(control, target), tuple(terms))
+
+
+class _Program:
+    """A compiled circuit: data steps (RY by each row's input angles) between trained steps (fixed ops,
+    fused into one matrix for n <= ``_FUSE_MAX_QUBITS``)."""
+
+    def __init__(self, n: int, steps: list[_Data | list[_Op]], pauli: bool, lam1: float) -> None:
+        self.n, self.pauli, self.lam1 = n, pauli, lam1
+        bits = _bits(n).long()
+        # Pauli-vector positions of the {I, Z}^n components, in the order of the basis states they measure.
+        self.iz_index = (3 * bits * 4 ** torch.arange(n - 1, -1, -1)).sum(-1)  # (2^n,)
+        fuse = n <= _FUSE_MAX_QUBITS
+        self.steps = [s if isinstance(s, _Data) or not fuse else self._fuse(s) for s in steps]
+
+    def _state(self, b: int) -> Tensor:
+        """``b`` copies of |0...0>: amplitudes ``(b, 2^n)`` or Pauli vector ``(b, 4^n)``."""
+        if self.pauli:
+            state = torch.zeros(b, 4**self.n, dtype=torch.float64)
+            state[:, self.iz_index] = 1.0  # Tr(P |0><0|) = 1 for P in {I, Z}^n
+        else:
+            state = torch.zeros(b, 2**self.n, dtype=torch.complex128)
+            state[:, 0] = 1.0
+        return state
+
+    def _fuse(self, ops: list[_Op]) -> Tensor:
+        """The matrix ``M`` with ``ops(state) = state @ M`` (row i = the image of basis vector i)."""
+        size = 4**self.n if self.pauli else 2**self.n
+        basis = torch.eye(size, dtype=torch.float64 if self.pauli else torch.complex128)
+        self._apply(basis, ops)
+        return basis
+
+    def _apply(self, state: Tensor, ops: list[_Op] | Tensor) -> Tensor:
+        if isinstance(ops, Tensor):
+            return state @ ops
+        b = state.shape[0]
+        for op in ops:
+            if isinstance(op, _Rotation):
+                if self.pauli:
+                    _pauli_rotate(
+                        state.view(b, 4**op.wire, 4, -1), math.cos(op.angle), math.sin(op.angle), op.lam
+                    )
+                else:
+                    _rotate(state.view(b, 2**op.wire, 2, -1), math.cos(op.angle / 2), math.sin(op.angle / 2))
+            elif isinstance(op, _Phase):
+                state.mul_(op.phases)
+            else:
+                _pair_transfer(state.view(b, 4**op.lo, 4, 4 ** (op.hi - op.lo - 1), 4, -1), op.terms)
+        return state
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        """``(b, 2^n)`` outcome probabilities (before readout error) for input rows ``x`` ``(b, n)``."""
+        b, n = x.shape[0], self.n
+        state = self._state(b)
+        for step in self.steps:
+            if not isinstance(step, _Data):
+                state = self._apply(state, step)
+                continue
+            for wire, index in step.inputs:
+                angle = x[:, index].view(b, 1, 1)
+                if self.pauli:
+                    _pauli_rotate(
+                        state.view(b, 4**wire, 4, -1), torch.cos(angle), torch.sin(angle), self.lam1
+                    )
+                else:
+                    _rotate(state.view(b, 2**wire, 2, -1), torch.cos(angle / 2), torch.sin(angle / 2))
+        if not self.pauli:
+            return torch.view_as_real(state).square().sum(-1)  # |psi|^2
+        probs = state[:, self.iz_index]  # (b, 2^n): components over {I, Z}^n, bit 1 = Z
+        for wire in range(n):  # per wire (r_I, r_Z) -> (P(0), P(1)) = ((r_I + r_Z) / 2, (r_I - r_Z) / 2)
+            view = probs.view(b, 2**wire, 2, -1)
+            probs = (
+                torch.stack((view[:, :, 0] + view[:, :, 1], view[:, :, 0] - view[:, :, 1]), dim=2).view(b, -1)
+                / 2
+            )
+        probs = probs.clamp_min(0.0)
+        return probs / probs.sum(-1, keepdim=True)
+
+
+def _rotate(view: Tensor, cos: float | Tensor, sin: float | Tensor) -> None:
+    """RY on amplitudes, in place: ``view`` ``(b, A, 2, C)`` gets ``[[cos, -sin], [sin, cos]]`` (half angles)."""
+    zero, one = view[:, :, 0].clone(), view[:, :, 1]
+    view[:, :, 0].mul_(cos).sub_(one * sin)
+    one.mul_(cos).add_(zero * sin)
+
+
+def _pauli_rotate(view: Tensor, cos: float | Tensor, sin: float | Tensor, lam: float) -> None:
+    """RY then ``DepolarizingChannel`` on a Pauli vector, in place: ``view`` ``(b, A, 4, C)``.
+
+    RY(t) turns the Bloch vector about Y: ``x' = cos t x + sin t z``, ``z' = cos t z - sin t x``; the
+    channel then scales x, y and z by ``lam``.
+    """
+    x, y, z = view[:, :, 1], view[:, :, 2], view[:, :, 3]
+    x_old = x.clone()
+    lam_cos, lam_sin = cos * lam, sin * lam
+    x.mul_(lam_cos).add_(z * lam_sin)
+    z.mul_(lam_cos).sub_(x_old * lam_sin)
+    if lam != 1.0:
+        y.mul_(lam)
+
+
+def _pair_transfer(view: Tensor, terms: tuple) -> None:
+    """A sparse two-wire Pauli transfer matrix, in place: ``view`` ``(b, A, 4, B, 4, C)``."""
+    source = view.clone()
+    for p, q, inputs in terms:
+        target = view[:, :, p, :, q]
+        if not inputs:
+            target.zero_()
+            continue
+        (i, j, coef), *rest = inputs
+        target.copy_(source[:, :, i, :, j]).mul_(coef)
+        for i, j, coef in rest:
+            target.add_(source[:, :, i, :, j], alpha=coef)
 
 
 def _bits(n: int) -> Tensor:
@@ -262,81 +467,6 @@ def _bits(n: int) -> Tensor:
 def _z_sign(n: int) -> Tensor:
     """``(2^n, n)``: the eigenvalue ``1 - 2 x_i`` of Z_i on every basis state."""
     return 1.0 - 2.0 * _bits(n)
-
-
-def _ry_rows(op: _RY, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``cos(theta/2)``, ``sin(theta/2)`` shaped ``(b, 1, 1)`` (per row) or ``(1, 1, 1)`` (a weight)."""
-    if op.input_index is None:
-        return x.new_full((1, 1, 1), op.cos), x.new_full((1, 1, 1), op.sin)
-    half = x[:, op.input_index].view(-1, 1, 1) / 2
-    return torch.cos(half), torch.sin(half)
-
-
-def _rotate(state: Tensor, cos: Tensor, sin: Tensor) -> None:
-    """RY in place on the middle axis of ``state`` ``(b, A, 2, C)``: ``[[c, -s], [s, c]]``."""
-    zero, one = state[:, :, 0].clone(), state[:, :, 1]
-    state[:, :, 0].mul_(cos).sub_(one * sin)
-    one.mul_(cos).add_(zero * sin)
-
-
-# --- noise-free: state vectors --------------------------------------------------------------------
-
-
-def _pure_probs(x: Tensor, program: list[_RY | _CRZ], n: int) -> Tensor:
-    """``(b, 2^n)`` outcome probabilities of the noise-free circuit for input rows ``x`` ``(b, n)``."""
-    b = x.shape[0]
-    psi = torch.zeros(b, 2**n, dtype=torch.complex128)
-    psi[:, 0] = 1.0
-    for op in program:
-        if isinstance(op, _RY):
-            cos, sin = _ry_rows(op, x)
-            _rotate(psi.view(b, 2**op.wire, 2, -1), cos, sin)
-        else:
-            psi.mul_(op.phases)
-    return torch.view_as_real(psi).square().sum(-1)  # |psi|^2, (b, 2^n)
-
-
-# --- noisy: density matrices ----------------------------------------------------------------------
-
-
-def _mixed_probs(x: Tensor, program: list[_RY | _CRZ], n: int, noise: NoiseModel) -> Tensor:
-    """``(b, 2^n)`` outcome probabilities (before readout error) of the noisy circuit."""
-    b, dim = x.shape[0], 2**n
-    rho = torch.zeros(b, dim, dim, dtype=torch.complex128)
-    rho[:, 0, 0] = 1.0
-    for op in program:
-        if isinstance(op, _RY):
-            cos, sin = _ry_rows(op, x)
-            a = 2**op.wire
-            _rotate(rho.view(b, a, 2, -1), cos, sin)  # U rho  (the row index's bit)
-            _rotate(rho.view(b, dim * a, 2, -1), cos, sin)  # (U rho) U^T  (the column index's bit; U real)
-            _depolarize(rho, op.wire, n, noise.p1)
-        else:
-            rho.mul_(op.phases.view(1, dim, 1)).mul_(op.phases.conj().view(1, 1, dim))
-            _depolarize(rho, op.control, n, noise.p2)
-            _depolarize(rho, op.target, n, noise.p2)
-    probs = torch.diagonal(rho, dim1=1, dim2=2).real.clamp_min(0.0)  # (b, 2^n)
-    return probs / probs.sum(-1, keepdim=True)
-
-
-def _depolarize(rho: Tensor, wire: int, n: int, p: float) -> None:
-    """``DepolarizingChannel(p)`` on ``wire`` of ``rho`` ``(b, 2^n, 2^n)``, in place.
-
-    ``(1 - p) rho + p/3 sum_{X,Y,Z} P rho P = lam rho + (1 - lam) Tr_wire(rho) x I/2`` with
-    ``lam = 1 - 4p/3``: on the 2x2 blocks of the wire's (row bit, column bit), the off-diagonal blocks
-    shrink by ``lam`` and the two diagonal blocks move towards their mean.
-    """
-    if p == 0.0:
-        return
-    lam = 1.0 - 4.0 * p / 3.0
-    a, c = 2**wire, 2 ** (n - 1 - wire)
-    blocks = rho.view(rho.shape[0], a, 2, c, a, 2, c)
-    d0, d1 = blocks[:, :, 0, :, :, 0], blocks[:, :, 1, :, :, 1]
-    shared = (d0 + d1) * ((1.0 - lam) / 2)
-    d0.mul_(lam).add_(shared)
-    d1.mul_(lam).add_(shared)
-    blocks[:, :, 0, :, :, 1].mul_(lam)
-    blocks[:, :, 1, :, :, 0].mul_(lam)
 
 
 # --- measurement ----------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def expvals(
         got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(f"pennylane_backend.expvals(inputs): expected shape (..., {n}); got {got}")
     if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
-        raise ValueError(f"pennylane_backend.expvals(shots): expected None or a positive integer; got {shots!r}")
+        raise ValueError(
+            f"pennylane_backend.expvals(shots): expected None or a positive integer; got {shots!r}"
+        )
     qnode = _qnode(device, n, n_layers, shots)
     batch_shape = inputs.shape[:-1]
     rows = math.prod(batch_shape)
@@ -79,7 +81,9 @@ def _qnode(device: str, n: int, n_layers: int, shots: int | None) -> Callable[[T
     try:
         dev = qml.device(device, wires=n)
     except (DeviceError, WireError) as err:
-        raise ValueError(f"pennylane_backend: device {device!r} cannot provide the {n} wires the circuit needs: {err}") from err
+        raise ValueError(
+            f"pennylane_backend: device {device!r} cannot provide the {n} wires the circuit needs: {err}"
+        ) from err
     if dev.wires is not None and len(dev.wires) < n:
         raise ValueError(
             f"pennylane_backend: device {device!r} has {len(dev.wires)} wires; expected at least {n} "

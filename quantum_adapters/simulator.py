@@ -67,12 +67,16 @@ def expvals(inputs: Tensor, weights: Tensor) -> Tensor:
         ``inputs``' dtype for half precisions). Differentiable w.r.t. ``inputs`` and ``weights``.
     """
     _check_weights(weights, "simulator.expvals(weights)")
-    n_layers, _, n = weights.shape
+    n = weights.shape[2]
     if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
         got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(f"simulator.expvals(inputs): expected shape (..., {n}) to match weights {tuple(weights.shape)}; got {got}")
+        raise ValueError(
+            f"simulator.expvals(inputs): expected shape (..., {n}) to match weights {tuple(weights.shape)}; got {got}"
+        )
     if not inputs.is_floating_point():
-        raise TypeError(f"simulator.expvals(inputs): expected a floating-point tensor; got dtype {inputs.dtype}")
+        raise TypeError(
+            f"simulator.expvals(inputs): expected a floating-point tensor; got dtype {inputs.dtype}"
+        )
     dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
     rows = math.prod(inputs.shape[:-1])
     if rows == 0:
@@ -82,11 +86,17 @@ def expvals(inputs: Tensor, weights: Tensor) -> Tensor:
     plan = _plan(n, c.device)
 
     # The first data RY layer on |0...0> is a real product state, kron over the groups of these (B, D_g).
-    factors = [_cos_sin_products(c[:, a : a + s]).t().contiguous() for a, s in zip(plan.starts, plan.sizes)]
+    factors = [
+        _cos_sin_products(c[:, a : a + s]).t().contiguous()
+        for a, s in zip(plan.starts, plan.sizes, strict=True)
+    ]
     theta_rows = c.unsqueeze(0) + w[:-1, 3].unsqueeze(1)  # (L-1, B, n): RY(w[l,3]) fused with RY(c) of l+1
     theta_shared = torch.cat([w[:, 1], w[-1:, 3]])  # (L+1, n): first trainable RYs, then the final one
     phi = torch.einsum("lkq,kxq->lkx", w[:, 0::2], plan.ring_basis.to(dtype))  # (L, 2, 2^n) ring phases
-    z = _CircuitFunction.apply(theta_rows, theta_shared, phi, plan, *factors)  # (B, n)
+    if torch.is_grad_enabled() and (c.requires_grad or w.requires_grad):
+        z = _CircuitFunction.apply(theta_rows, theta_shared, phi, plan, *factors)  # (B, n)
+    else:  # inference: nothing to save for a backward pass
+        z, _ = _simulate(plan, theta_rows, theta_shared, phi, factors, keep_final=False)
     return z.to(inputs.dtype).reshape(inputs.shape)
 
 
@@ -128,7 +138,9 @@ def _kron_basis(size: int, device: torch.device) -> Tensor:
         m = 1 << (size - 1 - j)
         negative += ((rows & m) == 0) & ((cols & m) != 0)
     basis = torch.zeros(d, d * d, dtype=torch.float64, device=device)
-    basis[(rows ^ cols).flatten(), torch.arange(d * d, device=device)] = (1.0 - 2.0 * (negative % 2)).flatten().double()
+    basis[(rows ^ cols).flatten(), torch.arange(d * d, device=device)] = (
+        (1.0 - 2.0 * (negative % 2)).flatten().double()
+    )
     return basis
 
 
@@ -244,13 +256,7 @@ class _CircuitFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, theta_rows, theta_shared, phi, plan, *factors):
-        b = factors[0].shape[0]
-        sim = _Simulation(plan, b, theta_rows, theta_shared, phi, adjoint=False)
-        keep = any(ctx.needs_input_grad)
-        final = torch.empty(b, 2**plan.n, dtype=sim.cdtype, device=phi.device) if keep else None
-        z = phi.new_empty(b, plan.n)
-        for rows in sim.chunks():
-            sim.forward([f[rows] for f in factors], rows, z[rows], final[rows] if keep else None)
+        z, final = _simulate(plan, theta_rows, theta_shared, phi, factors, keep_final=True)
         ctx.save_for_backward(final, theta_rows, theta_shared, phi, *factors)
         ctx.plan = plan
         return z
@@ -263,6 +269,24 @@ class _CircuitFunction(torch.autograd.Function):
             sim.backward(final[rows], grad_z[rows].contiguous(), [f[rows] for f in factors], rows)
         grad_rows, grad_shared, grad_phi = sim.gradients()
         return grad_rows, grad_shared, grad_phi, None, *sim.grad_factors
+
+
+def _simulate(
+    plan: _Plan,
+    theta_rows: Tensor,
+    theta_shared: Tensor,
+    phi: Tensor,
+    factors: list[Tensor],
+    keep_final: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Forward simulation: z ``(B, n)``, and the final states ``(B, 2^n)`` complex if ``keep_final``."""
+    b = factors[0].shape[0]
+    sim = _Simulation(plan, b, theta_rows, theta_shared, phi, adjoint=False)
+    final = torch.empty(b, 2**plan.n, dtype=sim.cdtype, device=phi.device) if keep_final else None
+    z = phi.new_empty(b, plan.n)
+    for rows in sim.chunks():
+        sim.forward([f[rows] for f in factors], rows, z[rows], final[rows] if keep_final else None)
+    return z, final
 
 
 class _PingPong:
@@ -323,19 +347,23 @@ class _Simulation:
         self.n_layers = phi.shape[0]
         self.program = _program(plan.n, self.n_layers)
         self.dims = [2**s for s in plan.sizes]
-        self.wires = [slice(a, a + s) for a, s in zip(plan.starts, plan.sizes)]
+        self.wires = [slice(a, a + s) for a, s in zip(plan.starts, plan.sizes, strict=True)]
         self.final_order = self.program[-1].after
         self.rdtype, self.device = phi.dtype, phi.device
         self.cdtype = torch.complex128 if phi.dtype == torch.float64 else torch.complex64
         # The adjoint pass applies inverses: conjugate phases, transposed matrices.
-        phases = torch.polar(torch.ones_like(phi), -phi if adjoint else phi).reshape(-1, phi.shape[-1])  # (2L, 2^n)
+        phases = torch.polar(torch.ones_like(phi), -phi if adjoint else phi).reshape(
+            -1, phi.shape[-1]
+        )  # (2L, 2^n)
         self.phases = [
             _in_layout(phases[op.index], self.dims, op.order).contiguous() if op.kind == "phase" else None
             for op in self.program
         ]
         self.kron_basis = [plan.kron_basis[s].to(self.rdtype) for s in plan.sizes]  # per group (D, D*D)
         self.patterns = [plan.patterns[s].to(self.rdtype) for s in plan.sizes]  # per group (g, D*D)
-        self.shared = [_ry_kron(theta_shared[:, w], basis) for w, basis in zip(self.wires, self.kron_basis)]  # (L+1, D, D)
+        self.shared = [
+            _ry_kron(theta_shared[:, w], basis) for w, basis in zip(self.wires, self.kron_basis, strict=True)
+        ]  # (L+1, D, D)
         self.z_sign = _in_layout(plan.z_sign.to(self.rdtype), self.dims, self.final_order).reshape(-1, plan.n)
         self.z_sign_parts = self.z_sign.repeat_interleave(2, dim=0)  # (2^n * 2, n): for re^2 and im^2
         self.chunk = max(1, min(_CHUNK_AMPLITUDES // 2**plan.n, b))
@@ -381,7 +409,9 @@ class _Simulation:
         start[:, :, 1] = 0
         factors = self._row_factors(rows)
         for pos, op in enumerate(self.program):
-            state.apply(op, False, self.phases[pos], ws.matrix(pos, op, factors) if op.kind == "mult" else None)
+            state.apply(
+                op, False, self.phases[pos], ws.matrix(pos, op, factors) if op.kind == "mult" else None
+            )
         x = state.c[state.cur][self.final_order]
         if final is not None:
             final.view(x.shape).copy_(x)
@@ -406,11 +436,15 @@ class _Simulation:
             op = self.program[pos]
             mat = None
             if op.kind == "phase":  # sum_b conj(lambda) psi, invariant under the phase itself
-                torch.linalg.vecdot(lam.c[lam.cur][op.order], psi.c[psi.cur][op.order], dim=0, out=ws.inner[pos])
+                torch.linalg.vecdot(
+                    lam.c[lam.cur][op.order], psi.c[psi.cur][op.order], dim=0, out=ws.inner[pos]
+                )
             elif op.kind == "mult":  # G[b, a, a'] = lambda_a . psi_a' (real dot over the other axes)
                 torch.bmm(lam.r[lam.cur][op.order], psi.rt[psi.cur][op.order], out=ws.pair3[op.group])
                 if op.rows:
-                    torch.mm(ws.pair2[op.group], self.patterns[op.group].t(), out=ws.grad_rows[op.group][op.index])
+                    torch.mm(
+                        ws.pair2[op.group], self.patterns[op.group].t(), out=ws.grad_rows[op.group][op.index]
+                    )
                 else:
                     torch.sum(ws.pair2[op.group], dim=0, out=ws.shared_pairs[op.group][op.index])
                 mat = ws.matrix(pos, op, factors)
@@ -435,7 +469,7 @@ class _Simulation:
         for g, w in enumerate(self.wires):
             grad_shared[:, w] = self.shared_pairs[g] @ self.patterns[g].t()
         grad_phi = torch.empty(self.inner.shape, dtype=self.rdtype, device=self.device)
-        for pos, op in enumerate(self.program):
+        for op in self.program:
             if op.kind == "phase":
                 table = self.inner[op.index].view(*[self.dims[g] for g in op.order])
                 grad_phi[op.index] = -2 * _to_natural(table.imag, op.order)
@@ -451,22 +485,26 @@ class _Workspace:
         self.states = [_PingPong(b, sim.dims, sim.cdtype, dev) for _ in range(2 if sim.adjoint else 1)]
         # shared matrices as the batch-expanded views bmm takes: M forward, M^T in the adjoint pass
         self.shared = {
-            pos: (sim.shared[op.group][op.index].t() if sim.adjoint else sim.shared[op.group][op.index]).expand(b, -1, -1)
+            pos: (
+                sim.shared[op.group][op.index].t() if sim.adjoint else sim.shared[op.group][op.index]
+            ).expand(b, -1, -1)
             for pos, op in enumerate(sim.program)
             if op.kind == "mult" and not op.rows
         }
         # one layer's per-row matrices per group: written (b, D*D), read as (b, D, D), M or M^T
         self.matrix_out = [torch.empty(b, d * d, dtype=rd, device=dev) for d in sim.dims]
-        self.matrix_in = [m.view(b, d, d) for m, d in zip(self.matrix_out, sim.dims)]
+        self.matrix_in = [m.view(b, d, d) for m, d in zip(self.matrix_out, sim.dims, strict=True)]
         if sim.adjoint:
             self.matrix_in = [m.transpose(1, 2) for m in self.matrix_in]
         self.squares = torch.empty(b, 2 * math.prod(sim.dims), dtype=rd, device=dev)
         if sim.adjoint:
             self.grad_psi0 = torch.empty(b, *sim.dims, dtype=rd, device=dev)
             self.pair2 = [torch.empty(b, d * d, dtype=rd, device=dev) for d in sim.dims]
-            self.pair3 = [p.view(b, d, d) for p, d in zip(self.pair2, sim.dims)]
+            self.pair3 = [p.view(b, d, d) for p, d in zip(self.pair2, sim.dims, strict=True)]
             layers = sim.n_layers
-            self.grad_rows_full = [torch.empty(layers - 1, b, s, dtype=rd, device=dev) for s in sim.plan.sizes]
+            self.grad_rows_full = [
+                torch.empty(layers - 1, b, s, dtype=rd, device=dev) for s in sim.plan.sizes
+            ]
             self.grad_rows = [list(t.unbind(0)) for t in self.grad_rows_full]
             self.shared_pairs_full = [torch.empty(layers + 1, d * d, dtype=rd, device=dev) for d in sim.dims]
             self.shared_pairs = [list(t.unbind(0)) for t in self.shared_pairs_full]

@@ -35,7 +35,9 @@ __all__ = ["register", "run"]
 _Step = Callable[[], tuple[Tensor, Tensor, Tensor]]
 
 
-def run(qubits: int = 8, layers: int = 8, rows: int = 4096, repeats: int = 3, seed: int = 0) -> dict[str, float]:
+def run(
+    qubits: int = 8, layers: int = 8, rows: int = 4096, repeats: int = 3, seed: int = 0
+) -> dict[str, float]:
     """Time fast vs PennyLane forward + backward on one random batch; check they agree.
 
     Returns ``fast_s``/``pennylane_s`` (median seconds per forward + backward), ``speedup``,
@@ -46,7 +48,9 @@ def run(qubits: int = 8, layers: int = 8, rows: int = 4096, repeats: int = 3, se
     """
     weight_shape(qubits, layers)  # validates the sizes
     if rows < 1 or repeats < 1:
-        raise ValueError(f"bench simulator: expected rows >= 1 and repeats >= 1; got rows={rows}, repeats={repeats}")
+        raise ValueError(
+            f"bench simulator: expected rows >= 1 and repeats >= 1; got rows={rows}, repeats={repeats}"
+        )
     gen = torch.Generator().manual_seed(seed)
     inputs = (torch.rand(rows, qubits, generator=gen) * 2 - 1) * math.pi  # (rows, n) float32 angles
     weights = torch.rand(layers, 4, qubits, generator=gen) * 2 * math.pi  # (L, 4, n), as the layer inits
@@ -64,7 +68,7 @@ def run(qubits: int = 8, layers: int = 8, rows: int = 4096, repeats: int = 3, se
     fast, penny = step("fast"), step("pennylane")
     fast_s, fast_out = _median_time(fast, repeats)
     penny_s, penny_out = _median_time(penny, repeats)
-    diffs = [(a - b).abs().max().item() for a, b in zip(fast_out[:2], penny_out[:2])]
+    diffs = [(a - b).abs().max().item() for a, b in zip(fast_out[:2], penny_out[:2], strict=True)]
     diffs.append(((fast_out[2] - penny_out[2]) / rows).abs().max().item())
     return {
         "qubits": float(qubits),
@@ -135,7 +139,9 @@ def _malloc_trim() -> None:
         libc.malloc_trim(0)
 
 
-def profile_fast(qubits: int = 8, layers: int = 8, rows: int = 4096, seed: int = 0, row_limit: int = 15) -> str:
+def profile_fast(
+    qubits: int = 8, layers: int = 8, rows: int = 4096, seed: int = 0, row_limit: int = 15
+) -> str:
     """torch.profiler table (self CPU time per op) of one fast forward + backward, after a warm-up."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -150,7 +156,9 @@ def profile_fast(qubits: int = 8, layers: int = 8, rows: int = 4096, seed: int =
     step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
-    return prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=row_limit)
+    return prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=row_limit
+    )
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -166,7 +174,9 @@ def _cmd(args: argparse.Namespace) -> int:
     )
     print(f"  {'backend':<34}{'time (s)':>10}{'peak (MB)':>12}")
     print(f"  {'fast (exact torch simulator)':<34}{result['fast_s']:>10.4f}{result['fast_peak_mb']:>12.1f}")
-    print(f"  {'pennylane default.qubit (backprop)':<34}{result['pennylane_s']:>10.4f}{result['pennylane_peak_mb']:>12.1f}")
+    print(
+        f"  {'pennylane default.qubit (backprop)':<34}{result['pennylane_s']:>10.4f}{result['pennylane_peak_mb']:>12.1f}"
+    )
     print(f"  speed-up {result['speedup']:.1f}x   max |fast - pennylane| {result['max_abs_diff']:.2e}")
     return 0
 
@@ -181,9 +191,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--qubits", type=int, default=8, help="circuit qubits = adapter rank r (default 8)")
     p.add_argument("--layers", type=int, default=8, help="circuit layers L (default 8)")
     p.add_argument("--rows", type=int, default=4096, help="circuits per batch, one per token (default 4096)")
-    p.add_argument("--repeats", type=int, default=3, help="timed steps per backend; the median is reported (default 3)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed steps per backend; the median is reported (default 3)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument(
-        "--profile", action="store_true", help="also print a torch.profiler table of the fast forward + backward"
+        "--profile",
+        action="store_true",
+        help="also print a torch.profiler table of the fast forward + backward",
     )
     p.set_defaults(func=_cmd)

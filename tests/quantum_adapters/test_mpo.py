@@ -78,3 +78,13 @@ def test_init_scale_is_kaiming_like():
     torch.manual_seed(0)
     w = MPOLinear(576, 32, 4, 8).to_dense()
     assert 0.5 / 576 < w.var().item() < 2.0 / 576
+
+
+def test_inference_cache_follows_core_changes():
+    mpo = MPOLinear(12, 8, 3, 4)
+    x = torch.randn(2, 12)
+    with torch.no_grad():
+        first = mpo(x)
+        torch.testing.assert_close(first, x @ mpo.to_dense())
+        mpo.cores[1].mul_(2.0)  # an in-place change bumps the version: the cache is rebuilt
+        torch.testing.assert_close(mpo(x), 2 * first)

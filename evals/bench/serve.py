@@ -1,0 +1,158 @@
+"""``qtha-eval bench serve``: decoding speed with a QTHA adapter against the base model.
+
+Same prompts, same lengths, one run: every prompt decodes exactly ``--tokens`` tokens greedily
+(``min_new_tokens`` = ``max_new_tokens``), first through the base model, then with the adapter, whose
+circuit runs once per generated token per adapted module. Also: time to first token through the
+serving path (engine + safety + routing), and throughput of 8 concurrent streaming clients against a
+real uvicorn server on a loopback port (the server runs one generation at a time, as on CPU).
+
+Without ``--artifact`` an untrained QTHA adapter (``--r``, ``--layers``) is frozen into a temporary
+folder: speed does not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+PROMPTS = [
+    "A baker makes 24 muffins and sells 17. How many are left?",
+    "I have been feeling anxious before every exam. What can I do?",
+    "Explain in two sentences why the sky is blue.",
+    "Tom has 3 boxes of 12 pencils and gives away 9. How many pencils does he have?",
+]
+
+
+def _fresh_artifact(model: str, r: int, layers: int, folder: Path) -> Path:
+    from peft import get_peft_model
+
+    from quantum_adapters import QTHAConfig
+    from quantum_adapters.artifact import freeze
+    from quantum_adapters.models import load_base_model
+
+    base, _, source = load_base_model(model)
+    peft_model = get_peft_model(base, QTHAConfig(r=r, n_layers=layers, init_seed=0))
+    return freeze(peft_model, folder / "artifact", base=source, training={"note": "untrained, for benchmarks"})
+
+
+def _decode_tok_s(engine: Any, name: str, tokens: int) -> float:
+    import torch
+
+    total_tokens, total_s = 0, 0.0
+    for prompt in PROMPTS:
+        ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": prompt}], name)])
+        with engine._use(name) as model, torch.inference_mode():
+            t0 = time.perf_counter()
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                 min_new_tokens=tokens, do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
+            total_s += time.perf_counter() - t0
+        total_tokens += out.shape[1] - ids.shape[1]
+    return total_tokens / total_s
+
+
+def _ttft(service: Any, model: str) -> float:
+    times = []
+    for prompt in PROMPTS:
+        t0 = time.perf_counter()
+        for part in service.stream([{"role": "user", "content": prompt}], model, max_tokens=8):
+            if isinstance(part, str) and part:
+                times.append(time.perf_counter() - t0)
+                break
+    return statistics.median(times)
+
+
+def _concurrent(service: Any, model: str, clients: int, tokens: int) -> dict[str, float]:
+    import httpx
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    app = create_app(Settings(max_queue=max(8, clients), request_timeout_s=600), service=service, ui=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    counts: list[int] = []
+
+    def client(i: int) -> None:
+        body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                "max_tokens": tokens, "temperature": 0}
+        with httpx.Client(timeout=600) as c:
+            r = c.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
+            r.raise_for_status()
+            counts.append(r.json()["usage"]["completion_tokens"])
+
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t0
+    server.should_exit = True
+    thread.join(timeout=10)
+    return {"clients": clients, "completion_tokens": sum(counts), "seconds": wall, "tok_s": sum(counts) / wall}
+
+
+def run(model: str = "smollm2-135m-instruct", artifact: str | None = None, r: int = 4, layers: int | None = None,
+        tokens: int = 32, clients: int = 8) -> dict[str, Any]:
+    from serving.engine import BASE, Engine
+    from serving.service import ChatService
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))
+        engine = Engine(model, {"qtha": path})
+        _decode_tok_s(engine, BASE, 4)  # warm-up
+        base = _decode_tok_s(engine, BASE, tokens)
+        qtha = _decode_tok_s(engine, "qtha", tokens)
+        service = ChatService(engine)
+        ttft_base, ttft_qtha = _ttft(service, BASE), _ttft(service, "qtha")
+        conc = _concurrent(service, "qtha", clients, tokens)
+        circuit = engine.adapters["qtha"].manifest.get("circuit", {})
+    return {
+        "model": model, "tokens": tokens, "prompts": len(PROMPTS), "qubits": circuit.get("qubits"),
+        "layers": circuit.get("layers"), "base_tok_s": base, "qtha_tok_s": qtha, "ratio": qtha / base,
+        "ttft_base_s": ttft_base, "ttft_qtha_s": ttft_qtha, "concurrent": conc,
+    }
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    result = run(args.model, args.artifact, args.r, args.layers, args.tokens, args.clients)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        c = result["concurrent"]
+        print(f"decode, {result['model']}, {result['prompts']} prompts x {result['tokens']} tokens, greedy")
+        print(f"  base  {result['base_tok_s']:.1f} tok/s   time to first token {result['ttft_base_s'] * 1000:.0f} ms")
+        print(f"  QTHA  {result['qtha_tok_s']:.1f} tok/s   time to first token {result['ttft_qtha_s'] * 1000:.0f} ms"
+              f"   ({result['qubits']} qubits, {result['layers']} layers)")
+        print(f"  ratio {result['ratio']:.2f}")
+        print(f"  {c['clients']} concurrent streaming clients over HTTP: {c['tok_s']:.1f} tok/s "
+              f"({c['completion_tokens']} tokens in {c['seconds']:.1f} s)")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="decoding tok/s with a QTHA adapter vs the base model, TTFT, 8 clients")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="base model (default: embedded SmolLM2-135M)")
+    p.add_argument("--artifact", default=None, help="a frozen QTHA artifact (default: an untrained one)")
+    p.add_argument("--r", type=int, default=4, help="qubits of the untrained adapter (default 4)")
+    p.add_argument("--layers", type=int, default=None, help="circuit layers of the untrained adapter (default r)")
+    p.add_argument("--tokens", type=int, default=32, help="tokens decoded per prompt (default 32)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients (default 8)")
+    p.add_argument("--json", action="store_true", help="one JSON object as the last line")
+    p.set_defaults(func=_cmd)

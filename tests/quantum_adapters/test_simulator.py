@@ -1,0 +1,204 @@
+"""The fast simulator against two independent executions of the circuit's definition.
+
+1. A dense reference written here from ``circuit.gates()``: one explicit 2^n x 2^n matrix per gate,
+   complex128, differentiated by autograd (small n only).
+2. PennyLane's ``default.qubit`` QNode (``pennylane_backend``), which loops over the same gate list.
+
+Outputs and gradients (inputs and weights) must agree to 1e-5 in float32 and to ~1e-10 in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import quantum_adapters.simulator as simulator
+from quantum_adapters.circuit import execute, gates
+from quantum_adapters.pennylane_backend import expvals as pennylane_expvals
+from quantum_adapters.pennylane_backend import installed_devices
+from quantum_adapters.simulator import expvals
+
+
+def _gate_matrix(name: str, wires: tuple[int, ...], angle: torch.Tensor, n: int) -> torch.Tensor:
+    """Explicit 2^n x 2^n matrix of one gate, wire 0 the most significant bit (PennyLane's order)."""
+    angle = angle.to(torch.complex128)
+    if name == "RY":
+        c, s = torch.cos(angle / 2), torch.sin(angle / 2)
+        one = torch.eye(2, dtype=torch.complex128)
+        mats = [one] * n
+        mats[wires[0]] = torch.stack([torch.stack([c, -s]), torch.stack([s, c])])
+        out = mats[0]
+        for m in mats[1:]:
+            out = torch.kron(out, m)
+        return out
+    control, target = wires
+    x = torch.arange(2**n)
+    c_bit = (x >> (n - 1 - control)) & 1
+    t_bit = (x >> (n - 1 - target)) & 1
+    phase = torch.where(c_bit == 1, torch.where(t_bit == 1, angle / 2, -angle / 2), torch.zeros_like(angle))
+    return torch.diag(torch.exp(1j * phase))
+
+
+def _dense_expvals(inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """<Z_i> per row by multiplying out circuit.gates() as dense matrices (complex128, autograd-able)."""
+    n_layers, _, n = weights.shape
+    z_sign = 1.0 - 2.0 * ((torch.arange(2**n)[:, None] >> torch.arange(n - 1, -1, -1)) & 1).double()
+    rows = []
+    for row in inputs.reshape(-1, n):
+        psi = torch.zeros(2**n, dtype=torch.complex128)
+        psi[0] = 1
+        for gate in gates(n, n_layers):
+            angle = row[gate.param[1]] if gate.param[0] == "input" else weights[gate.param[1:]]
+            psi = _gate_matrix(gate.name, gate.wires, angle, n) @ psi
+        rows.append((psi.abs() ** 2) @ z_sign)
+    return torch.stack(rows).reshape(inputs.shape)
+
+
+def _random(shape, dtype, seed, scale=math.pi):
+    gen = torch.Generator().manual_seed(seed)
+    return ((torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale).to(dtype)
+
+
+def _values_and_grads(fn, inputs, weights, grad_out):
+    x, w = inputs.clone().requires_grad_(), weights.clone().requires_grad_()
+    z = fn(x, w)
+    gx, gw = torch.autograd.grad(z, (x, w), grad_out.to(z.dtype))
+    return z.detach(), gx, gw
+
+
+def _max_diff(a, b) -> float:
+    return max((u.double() - v.double()).abs().max().item() for u, v in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(("n", "n_layers", "batch"), [(2, 1, 3), (2, 3, 2), (3, 2, 4), (4, 3, 2), (5, 2, 3)])
+def test_matches_dense_reference_float64(n, n_layers, batch):
+    x = _random((batch, n), torch.float64, seed=n)
+    w = _random((n_layers, 4, n), torch.float64, seed=10 + n_layers, scale=2 * math.pi)
+    g = _random((batch, n), torch.float64, seed=99)
+    fast = _values_and_grads(expvals, x, w, g)
+    dense = _values_and_grads(_dense_expvals, x, w, g)
+    assert fast[0].dtype == torch.float64
+    assert _max_diff(fast, dense) < 1e-10
+
+
+@pytest.mark.parametrize(
+    ("n", "n_layers", "batch"),
+    [(2, 2, 4), (3, 2, 5), (5, 3, 6), (6, 2, 3), (8, 2, 7), (11, 1, 3)],  # 11 qubits: three qubit groups
+)
+def test_matches_pennylane_float32(n, n_layers, batch):
+    x = _random((batch, n), torch.float32, seed=n)
+    w = _random((n_layers, 4, n), torch.float32, seed=n_layers, scale=2 * math.pi)
+    g = _random((batch, n), torch.float32, seed=7)
+    fast = _values_and_grads(expvals, x, w, g)
+    penny = _values_and_grads(pennylane_expvals, x, w, g)
+    assert fast[0].dtype == torch.float32 and fast[0].shape == (batch, n)
+    assert _max_diff(fast, penny) < 1e-5
+
+
+def test_leading_batch_shape():
+    n = 4
+    x = _random((2, 3, n), torch.float32, seed=1)
+    w = _random((2, 4, n), torch.float32, seed=2)
+    g = _random((2, 3, n), torch.float32, seed=3)
+    fast = _values_and_grads(expvals, x, w, g)
+    assert fast[0].shape == (2, 3, n) and fast[1].shape == (2, 3, n)
+    assert torch.equal(fast[0].reshape(6, n), expvals(x.reshape(6, n), w))
+    penny = _values_and_grads(pennylane_expvals, x, w, g)
+    assert _max_diff(fast, penny) < 1e-5
+    single = expvals(x[0, 0], w)  # one row, no batch axis
+    assert single.shape == (n,) and torch.allclose(single, fast[0][0, 0])
+
+
+def test_many_chunks_with_a_partial_last_one(monkeypatch):
+    """Rows run in chunks; force 4-row chunks (10 rows -> 4, 4, 2) and compare with the dense reference."""
+    n = 3
+    monkeypatch.setattr(simulator, "_CHUNK_AMPLITUDES", 4 * 2**n)
+    x = _random((10, n), torch.float64, seed=5)
+    w = _random((3, 4, n), torch.float64, seed=6)
+    g = _random((10, n), torch.float64, seed=7)
+    assert _max_diff(_values_and_grads(expvals, x, w, g), _values_and_grads(_dense_expvals, x, w, g)) < 1e-10
+
+
+def test_dtypes():
+    x, w = _random((3, 4), torch.float32, seed=0), _random((2, 4, 4), torch.float32, seed=1)
+    assert expvals(x, w).dtype == torch.float32
+    assert expvals(x.double(), w).dtype == torch.float64  # float64 inputs run in float64
+    half = expvals(x.half(), w)
+    assert half.dtype == torch.float16 and torch.allclose(half.float(), expvals(x.half().float(), w), atol=1e-3)
+    with pytest.raises(TypeError, match="expected a floating-point tensor; got dtype torch.int64"):
+        expvals(torch.zeros(3, 4, dtype=torch.long), w)
+    with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 4\).*got \(3, 5\)"):
+        expvals(torch.zeros(3, 5), w)
+
+
+def test_gradcheck_float64():
+    x = _random((2, 3), torch.float64, seed=3).requires_grad_()
+    w = _random((2, 4, 3), torch.float64, seed=4).requires_grad_()
+    assert torch.autograd.gradcheck(expvals, (x, w), eps=1e-6, atol=1e-7)
+
+
+def test_no_grad_and_inference_mode_give_the_same_values():
+    x = _random((5, 6), torch.float32, seed=8).requires_grad_()
+    w = _random((3, 4, 6), torch.float32, seed=9).requires_grad_()
+    z = expvals(x, w)
+    assert z.requires_grad
+    with torch.no_grad():
+        z_no_grad = expvals(x, w)
+    with torch.inference_mode():
+        z_inference = expvals(x.detach(), w.detach())
+    assert not z_no_grad.requires_grad
+    assert torch.equal(z.detach(), z_no_grad) and torch.equal(z_no_grad, z_inference)
+
+
+def test_memory_saved_for_backward_is_flat_in_depth():
+    """Autograd keeps the final state and small angle tables, never a state per layer."""
+    n, batch = 6, 64
+
+    def saved_bytes(n_layers: int) -> int:
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        x = _random((batch, n), torch.float32, seed=0).requires_grad_()
+        w = _random((n_layers, 4, n), torch.float32, seed=1).requires_grad_()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            expvals(x, w)
+        return total
+
+    one_state = batch * 2**n * 8  # complex64
+    shallow, deep = saved_bytes(1), saved_bytes(8)
+    assert shallow >= one_state  # the final state is kept
+    assert deep - shallow < one_state  # 7 more layers add only angle tables (L x B x n), no states
+
+
+def test_pennylane_sampling_with_shots_is_close_to_exact():
+    x, w = _random((2, 3), torch.float32, seed=11), _random((1, 4, 3), torch.float32, seed=12)
+    sampled = execute(x, w, backend="pennylane", device="default.qubit", shots=4000)
+    assert sampled.shape == (2, 3) and sampled.dtype == torch.float32
+    assert (sampled - expvals(x, w)).abs().max() < 0.1  # ~6 standard deviations of 4000 shots
+
+
+def test_pennylane_devices_and_errors():
+    devices = installed_devices()
+    assert "default.qubit" in devices and devices == sorted(devices)
+    x, w = torch.zeros(2, 3), torch.zeros(1, 4, 3)
+    with pytest.raises(ValueError, match=r"expected a device in \[.*'default\.qubit'.*\]; got 'no\.such\.device'"):
+        pennylane_expvals(x, w, device="no.such.device")
+    with pytest.raises(ValueError, match="expected None or a positive integer; got 0"):
+        pennylane_expvals(x, w, shots=0)
+    with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 3\); got \(2, 4\)"):
+        pennylane_expvals(torch.zeros(2, 4), w)
+
+
+def test_execute_pennylane_backend_on_lightning():
+    """A second PennyLane device runs the same circuit (diff_method chosen by PennyLane)."""
+    if "lightning.qubit" not in installed_devices():
+        pytest.skip("lightning.qubit not installed")
+    x, w = _random((2, 3), torch.float32, seed=13), _random((2, 4, 3), torch.float32, seed=14)
+    z = execute(x, w, backend="pennylane", device="lightning.qubit")
+    assert torch.allclose(z, expvals(x, w), atol=1e-5)
