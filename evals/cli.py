@@ -151,12 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(bench_sub)
 
-    try:
-        robustness = importlib.import_module("evals.robustness")
-        robustness.register(sub)
-    except ModuleNotFoundError as exc:
-        if exc.name != "evals.robustness":
-            raise
+    for name in ("evals.robustness", "evals.study"):
+        try:
+            importlib.import_module(name).register(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
     return parser
 
 

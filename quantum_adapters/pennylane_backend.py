@@ -30,12 +30,24 @@ except ImportError as err:  # pennylane is a core dependency; a broken install s
         "(or use backend='fast', the built-in simulator)"
     ) from err
 
-__all__ = ["expvals", "installed_devices", "mixed_expvals"]
+__all__ = ["check_device", "expvals", "installed_devices", "mixed_expvals"]
 
 
 def installed_devices() -> list[str]:
     """Names of the PennyLane devices installed here (PennyLane's ``pennylane.plugins`` entry points)."""
     return sorted({entry.name for entry in metadata.entry_points(group="pennylane.plugins")})
+
+
+def check_device(device: str, n_qubits: int, shots: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``device`` is installed and can run an ``n_qubits``-qubit circuit
+    (with ``shots``); builds the device (and caches its QNode) but runs nothing."""
+    available = installed_devices()
+    if device not in available:
+        raise ValueError(f"pennylane_backend: expected a device in {available}; got {device!r}")
+    try:
+        _qnode(device, n_qubits, 1, shots)
+    except ValueError as err:
+        raise ValueError(f"device {device!r} cannot run the {n_qubits}-qubit circuit: {err}") from err
 
 
 def expvals(

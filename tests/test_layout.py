@@ -59,7 +59,7 @@ def test_every_shipped_yaml_config_loads():
     from training.cli import _load_yaml
     from training.recipe import TrainConfig
 
-    files = sorted((ROOT / "configs").rglob("*.yaml"))
+    files = sorted(f for f in (ROOT / "configs").rglob("*.yaml") if f.name != "study.yaml")
     assert len(files) >= 8
     for f in files:
         values = _load_yaml(str(f))
@@ -67,3 +67,15 @@ def test_every_shipped_yaml_config_loads():
             values["steps"] = None
         cfg = TrainConfig(**values)
         assert cfg.method in ("qtha", "lora"), f
+
+
+def test_study_yaml_loads_into_train_configs():
+    from evals.study import _load
+    from training.recipe import TrainConfig
+
+    cfg = _load(str(ROOT / "configs" / "study.yaml"))
+    for domain, spec in cfg["domains"].items():
+        assert {"train", "eval"} <= set(spec), domain
+        for method in cfg["methods"]:
+            extra = {k: v for k, v in method.items() if k != "name"}
+            TrainConfig(**cfg["train"], **extra, model=cfg["model"], data=spec["train"], out="x")

@@ -8,6 +8,9 @@ A data set is named by a spec string, so the command line, the configs and the r
 the same thing::
 
     gsm8k:PATH                       GSM8K JSONL (question, answer with <<calc>> marks and '#### N')
+    NAME:PATH@START:END              any file loader: only examples START..END in file order (a Python
+                                     slice: gsm8k:train.jsonl@:-500 trains on all but the last 500 rows,
+                                     gsm8k:train.jsonl@-500: evaluates on them)
     counselchat:PATH[#train|val|test|all]   CounselChat CSV (honours its 'split' column; default train)
     esconv:PATH                      ESConv JSONL dialogues: one example per supporter turn
     mentalchat16k:PATH               MentalChat16K CSV (instruction, input, output)
@@ -155,7 +158,10 @@ def load(
             raise DataError(
                 f"data spec {spec!r}: {name} needs a file: use {name}:PATH (or hf:OWNER/NAME for the hub)"
             )
-        rows = _file_examples(name, arg.strip(), skip_bad, report)
+        arg, window = _row_window(arg.strip(), spec)
+        rows = _file_examples(name, arg, skip_bad, report)
+        if window is not None:
+            rows = [list(_flatten(rows))[window]]
     else:
         raise DataError(f"data spec {spec!r}: unknown data set {name!r}; known: {', '.join(_known_names())}")
     out = _dedupe(_flatten(rows), report, seen=set(), limit=limit)
@@ -351,6 +357,20 @@ def _generate(name: str, arg: str, seed: int, spec: str) -> list[ChatExample]:
         if n < 0:
             raise DataError(f"data spec {spec!r}: N expected >= 0; got {n}")
     return _GENERATORS[name](n, seed)
+
+
+def _row_window(arg: str, spec: str) -> tuple[str, slice | None]:
+    """Split a trailing ``@START:END`` (a Python slice over the file's examples, in file order) off a path,
+    e.g. ``gsm8k:train.jsonl@:-500`` (all but the last 500) and ``gsm8k:train.jsonl@-500:`` (the last 500)."""
+    path, at, window = arg.rpartition("@")
+    if not at or ":" not in window:
+        return arg, None
+    start, _, end = window.partition(":")
+    try:
+        bounds = [int(v) if v.strip() else None for v in (start, end)]
+    except ValueError:
+        raise DataError(f"data spec {spec!r}: expected @START:END with integers (e.g. @:-500); got @{window}") from None
+    return path, slice(*bounds)
 
 
 def _known_names() -> list[str]:

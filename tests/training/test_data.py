@@ -537,3 +537,18 @@ def test_data_report_defaults():
         "too_long": 0,
         "per_source": {},
     }
+
+
+def test_row_window_carves_held_out_rows(tmp_path):
+    from training.data import DataError, load
+
+    f = tmp_path / "g.jsonl"
+    f.write_text("".join(f'{{"question": "q{i}?", "answer": "{i} + 0 = {i}\\n#### {i}"}}\n' for i in range(10)))
+    head, _ = load(f"gsm8k:{f}@:-3")
+    tail, _ = load(f"gsm8k:{f}@-3:")
+    assert [e.answer for e in head] == [str(i) for i in range(7)]
+    assert [e.answer for e in tail] == ["7", "8", "9"]
+    import pytest
+
+    with pytest.raises(DataError, match="expected @START:END"):
+        load(f"gsm8k:{f}@a:b")

@@ -1,0 +1,161 @@
+"""Shots and noise in the built-in simulator: exact against the fast simulator and against PennyLane's
+``default.mixed`` with the same channels, shot statistics, seeding, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from quantum_adapters.circuit import weight_shape
+from quantum_adapters.noise import NOISE_MODELS, NoiseModel, noise_model, noisy_expvals
+from quantum_adapters.pennylane_backend import mixed_expvals
+from quantum_adapters.simulator import expvals
+
+DEPOLARIZING = NOISE_MODELS["depolarizing"]
+
+
+def _circuit(n: int, layers: int, rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.rand(weight_shape(n, layers), generator=generator, dtype=torch.float64) * 2 * math.pi
+    inputs = (torch.rand(rows, n, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
+    return inputs, weights
+
+
+@pytest.mark.parametrize(("n", "layers"), [(2, 1), (3, 2), (4, 3), (5, 2), (6, 1)])
+def test_noise_free_exact_equals_fast_simulator(n, layers):
+    inputs, weights = _circuit(n, layers, rows=7, seed=n)
+    reference = expvals(inputs, weights)
+    assert torch.allclose(noisy_expvals(inputs, weights), reference, atol=1e-5, rtol=0)
+    # the density-matrix path with zero noise computes the same circuit
+    silent = NoiseModel(0.0, 0.0)
+    assert torch.allclose(noisy_expvals(inputs, weights, noise=silent), reference, atol=1e-5, rtol=0)
+
+
+def test_ten_qubits_run_in_bounded_chunks():
+    inputs, weights = _circuit(10, 1, rows=2, seed=10)
+    got = noisy_expvals(inputs, weights, noise=NoiseModel(0.0, 0.0))
+    assert torch.allclose(got, expvals(inputs, weights), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("n", "layers"), [(2, 1), (2, 2), (3, 1), (4, 2), (5, 1)])
+@pytest.mark.parametrize("spec", ["depolarizing", "p1=0.2,p2=0.3,readout=0.05:0.15", "p2=0.75"])
+def test_noise_matches_pennylane_default_mixed(n, layers, spec):
+    inputs, weights = _circuit(n, layers, rows=3, seed=10 * n + layers)
+    model = noise_model(spec)
+    got = noisy_expvals(inputs, weights, noise=model)
+    assert torch.allclose(got, mixed_expvals(inputs, weights, model), atol=1e-5, rtol=0)
+    assert not torch.allclose(got, expvals(inputs, weights), atol=1e-3)  # the noise does something
+
+
+def test_readout_error_alone_is_the_closed_form():
+    inputs, weights = _circuit(3, 2, rows=5)
+    readout = ((0.95, 0.05), (0.10, 0.90))
+    z = expvals(inputs, weights)
+    # P(measured 0) = 0.95 P(0) + 0.10 P(1), with P(0) = (1 + z) / 2
+    expected = (0.95 - 0.05) * (1 + z) / 2 + (0.10 - 0.90) * (1 - z) / 2
+    got = noisy_expvals(inputs, weights, noise=NoiseModel(readout=readout))
+    assert torch.allclose(got, expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("noise", [None, DEPOLARIZING])
+def test_shot_estimates_are_unbiased_with_binomial_spread(noise):
+    inputs, weights = _circuit(3, 2, rows=1, seed=3)
+    exact = noisy_expvals(inputs, weights, noise=noise)[0]  # (n,)
+    rows, shots = 4000, 100
+    samples = noisy_expvals(inputs.expand(rows, 3), weights, noise=noise, shots=shots, seed=7)  # (rows, n)
+    variance = (1 - exact**2) / shots  # of one row's estimate
+    standard_error = torch.sqrt(variance / rows)
+    assert ((samples.mean(0) - exact).abs() <= 4 * standard_error + 1e-12).all()
+    spread = samples.var(0)
+    assert torch.allclose(spread, variance, rtol=0.15, atol=1e-4)
+    # an estimate from S shots is a multiple of 2/S
+    assert torch.allclose(samples * shots / 2, (samples * shots / 2).round(), atol=1e-9)
+
+
+def test_one_shot_returns_a_measured_bitstring():
+    inputs, weights = _circuit(4, 1, rows=50)
+    got = noisy_expvals(inputs, weights, noise=DEPOLARIZING, shots=1)
+    assert set(got.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_sampling_is_seeded_and_rows_differ():
+    inputs, weights = _circuit(2, 1, rows=1)
+    batch = inputs.expand(64, 2)
+    first = noisy_expvals(batch, weights, shots=50, seed=1)
+    assert torch.equal(first, noisy_expvals(batch, weights, shots=50, seed=1))
+    assert not torch.equal(first, noisy_expvals(batch, weights, shots=50, seed=2))
+    assert len({tuple(r) for r in first.tolist()}) > 1  # identical rows still get their own samples
+
+
+def test_shapes_dtypes_and_empty_batches():
+    inputs, weights = _circuit(3, 1, rows=6)
+    got = noisy_expvals(inputs.float().view(2, 3, 3), weights.float(), noise="depolarizing", shots=10)
+    assert got.shape == (2, 3, 3) and got.dtype == torch.float32
+    assert noisy_expvals(torch.zeros(0, 3), weights).shape == (0, 3)
+
+
+def test_noise_model_names_and_specs():
+    assert NOISE_MODELS["none"] is None and noise_model("none") is None and noise_model(None) is None
+    assert DEPOLARIZING == NoiseModel(0.01, 0.10, ((0.95, 0.05), (0.10, 0.90)))
+    assert noise_model("depolarizing") is DEPOLARIZING
+    model = noise_model("p1=0.01,p2=0.05,readout=0.02")
+    assert (model.p1, model.p2) == (0.01, 0.05)
+    assert [pytest.approx(row) for row in ((0.98, 0.02), (0.02, 0.98))] == list(model.readout)
+    asymmetric = noise_model(" p2=0.1 , readout=0.05:0.1 ")
+    assert asymmetric.p1 == 0.0
+    assert [pytest.approx(row) for row in ((0.95, 0.05), (0.1, 0.9))] == list(asymmetric.readout)
+    assert noise_model(asymmetric.spec()) == asymmetric
+    assert noise_model(DEPOLARIZING.spec()) == DEPOLARIZING
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: NoiseModel(p1=1.5), "NoiseModel.p1: expected a probability in [0, 1]; got 1.5"),
+        (lambda: NoiseModel(p2=-0.1), "NoiseModel.p2: expected a probability in [0, 1]; got -0.1"),
+        (lambda: NoiseModel(readout=((0.9, 0.2), (0.0, 1.0))), "NoiseModel.readout[0]: expected a row"),
+        (lambda: NoiseModel(readout=((1.0, 0.0),)), "NoiseModel.readout: expected a 2x2 confusion matrix"),
+        (lambda: noise_model("p1=2"), "NoiseModel.p1: expected a probability in [0, 1]; got 2.0"),
+        (lambda: noise_model("readout=1.2"), "expected a probability in [0, 1]; got 1.2"),
+        (lambda: noise_model("p3=0.1"), "unknown or malformed part 'p3=0.1'"),
+        (lambda: noise_model("p1=0.1,p1=0.2"), "a repeated key"),
+        (lambda: noise_model("p1=abc"), "p1='abc'"),
+        (lambda: noise_model("thermal"), "expected a name in ['depolarizing', 'none']"),
+    ],
+)
+def test_bad_noise_is_refused_naming_the_value(make, message):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("shots", [0, -3, 1.5, True])
+def test_bad_shots_are_refused(shots):
+    inputs, weights = _circuit(2, 1, rows=1)
+    with pytest.raises(ValueError, match=r"shots: expected a positive integer; got"):
+        noisy_expvals(inputs, weights, shots=shots)
+
+
+def test_shots_zero_message_is_exact():
+    inputs, weights = _circuit(2, 1, rows=1)
+    with pytest.raises(ValueError) as err:
+        noisy_expvals(inputs, weights, shots=0)
+    assert str(err.value) == "shots: expected a positive integer; got 0"
+
+
+def test_refuses_to_pretend_to_be_differentiable():
+    inputs, weights = _circuit(2, 1, rows=2)
+    with pytest.raises(ValueError, match="train with the exact backend='fast'"):
+        noisy_expvals(inputs, weights.clone().requires_grad_(), noise="depolarizing")
+    with torch.no_grad():
+        noisy_expvals(inputs, weights.clone().requires_grad_(), noise="depolarizing")
+
+
+def test_bad_shapes_are_refused():
+    inputs, weights = _circuit(3, 1, rows=2)
+    with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 3\)"):
+        noisy_expvals(inputs[:, :2], weights)
+    with pytest.raises(TypeError, match="floating-point"):
+        noisy_expvals(torch.zeros(2, 3, dtype=torch.long), weights)
