@@ -1,0 +1,143 @@
+"""``qtha-eval robustness`` on the tiny model's frozen artifacts, its bad inputs, and ``bench device``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from evals.bench import device as device_bench
+from evals.cli import main as eval_main
+from evals.robustness import parse_noise, parse_shots, run
+from evals.runner import EvalError
+from quantum_adapters.circuit import BACKENDS
+
+# The evaluation switches circuits with Engine.set_circuit_execution(backend='noisy' | 'device', ...),
+# which needs circuit.execute to dispatch those backends.
+needs_dispatch = pytest.mark.skipif(
+    not {"noisy", "device"} <= set(BACKENDS),
+    reason="circuit.execute does not dispatch backend='noisy'/'device' yet (issue 6 wiring)",
+)
+
+
+@needs_dispatch
+def test_counseling_robustness_rows_report_and_json(tiny_chat_model_dir, tiny_artifacts, isolated_env):
+    summary = run(
+        tiny_artifacts["counseling"],
+        "counseling",
+        "synthetic-counseling:3",
+        model=str(tiny_chat_model_dir),
+        limit=3,
+        shots=[100, 1000],
+        noise=["none", "depolarizing"],
+        out=isolated_env / "rep",
+    )
+    rows = summary["rows"]
+    assert summary["metric_name"] == "eval_loss" and summary["n"] == 3
+    assert [(r["noise"], r["shots"]) for r in rows] == [
+        ("none", None),
+        ("none", 100),
+        ("none", 1000),
+        ("depolarizing", 100),
+        ("depolarizing", 1000),
+    ]
+    exact = summary["exact"]
+    assert rows[0]["metric"] == exact and exact > 0
+    for r in rows:
+        assert math.isfinite(r["metric"])
+        assert r["delta_vs_exact"] == pytest.approx(r["metric"] - exact, abs=1e-12)
+        assert r["relative_delta"] == pytest.approx(r["delta_vs_exact"] / exact, abs=1e-12)
+    assert any(r["delta_vs_exact"] != 0 for r in rows[1:])  # sampling and noise reach the metric
+    assert set(summary["shots_needed_within_1pct"]) == {"none", "depolarizing"}
+    for label, needed in summary["shots_needed_within_1pct"].items():
+        within = [r for r in rows[1:] if r["noise"] == label and abs(r["relative_delta"]) <= 0.01]
+        assert needed in (None, *[r["shots"] for r in within])
+    html = Path(summary["report_html"]).read_text()
+    assert "Robustness to shots and noise" in html and "data:image/png;base64" in html
+    assert (isolated_env / "rep" / "robustness.png").is_file()
+    saved = json.loads((isolated_env / "rep" / "robustness.json").read_text())
+    assert saved["rows"] == rows and saved["headline"].startswith("shots to stay within 1% of the exact eval loss")
+
+
+@needs_dispatch
+def test_cli_math_json_and_the_device_path_with_its_cache(
+    tiny_chat_model_dir, tiny_artifacts, isolated_env, capsys
+):
+    base = ["robustness", "--artifact", str(tiny_artifacts["math"]), "--task", "synthetic-math"]
+    base += ["--data", "synthetic-math:2", "--model", str(tiny_chat_model_dir), "--limit", "2"]
+    base += ["--max-tokens", "3", "--json"]
+    assert eval_main([*base, "--shots", "100", "--noise", "none", "--out", str(isolated_env / "a")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["metric_name"] == "error_rate" and 0 <= summary["exact"] <= 1
+    assert [(r["noise"], r["shots"]) for r in summary["rows"]] == [("none", None), ("none", 100)]
+
+    device = [*base, "--device", "default.qubit", "--shots", "exact,1000"]
+    assert eval_main([*device, "--out", str(isolated_env / "b")]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    exact_row, device_exact, device_1000 = first["rows"]
+    assert device_exact["noise"] == "device:default.qubit" and device_exact["circuits"] > 0
+    assert device_exact["metric"] == exact_row["metric"]  # an exact device computes the same circuits
+    assert device_1000["circuits"] > 0
+    assert first["circuits_estimate"] >= device_exact["circuits"] + device_1000["circuits"]
+    # re-running the evaluation costs no device circuit
+    assert eval_main([*device, "--out", str(isolated_env / "c")]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r.get("circuits") for r in again["rows"][1:]] == [0, 0]
+    assert [r["metric"] for r in again["rows"]] == [r["metric"] for r in first["rows"]]
+    assert (isolated_env / "cache" / "device-results.sqlite").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--device", "origin.wukong"], "default.qubit"),
+        (["--shots", "0"], "--shots: expected positive integers"),
+        (["--shots", "100,ten"], "--shots: expected comma-separated positive integers"),
+        (["--noise", "p1=1.5"], "NoiseModel.p1: expected a probability in [0, 1]; got 1.5"),
+        (["--noise", "thermal"], "expected a name in ['depolarizing', 'none']"),
+        (["--device", "default.qubit", "--noise", "depolarizing"], "a device brings its own noise"),
+        (["--task", "poetry"], "--task: expected one of"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(extra, message, tmp_path, capsys):
+    args = ["robustness", "--artifact", str(tmp_path / "no-artifact"), "--task", "counseling"]
+    args += ["--data", "synthetic-counseling:2", "--out", str(tmp_path / "r"), *extra]
+    assert eval_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_guard_and_circuitless_artifacts_are_refused(tiny_chat_model_dir, tiny_artifacts, isolated_env):
+    common = dict(model=str(tiny_chat_model_dir), limit=2, shots=[100, 1000], out=isolated_env / "r")
+    with pytest.raises(EvalError, match=r"--max-circuits 10: this run needs up to [\d,]+ circuits .* nothing was run"):
+        run(tiny_artifacts["counseling"], "counseling", "synthetic-counseling:2", max_circuits=10, **common)
+    with pytest.raises(EvalError, match="has no quantum circuit"):
+        run(tiny_artifacts["math-lora"], "synthetic-math", "synthetic-math:2", **common)
+    assert not (isolated_env / "r").exists()
+
+
+def test_parse_shots_and_noise_lists():
+    assert parse_shots("100, 1000,exact") == [100, 1000, None]
+    assert parse_noise("none,depolarizing") == ["none", "depolarizing"]
+    assert parse_noise("none,p1=0.01,p2=0.05,readout=0.02,depolarizing") == [
+        "none",
+        "p1=0.01,p2=0.05,readout=0.02",
+        "depolarizing",
+    ]
+    assert parse_noise("p1=0.01,p1=0.02") == ["p1=0.01", "p1=0.02"]
+    assert parse_noise("p1=0.01,p2=0.1;none") == ["p1=0.01,p2=0.1", "none"]
+    with pytest.raises(EvalError, match="distinct"):
+        parse_shots("100,100")
+
+
+def test_bench_device_exact_and_sampled(capsys):
+    exact = device_bench.run("default.qubit", rows=16)
+    assert exact["max_abs_diff"] < 1e-5 and exact["circuits"] == 16 and exact["seconds"] > 0
+    sampled = device_bench.run("default.mixed", shots=20_000, rows=16)
+    assert 0 < sampled["max_abs_diff"] < 0.05
+    assert eval_main(["bench", "device", "--device", "default.qubit", "--rows", "8", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"max_abs_diff", "circuits", "seconds"} <= set(printed) and printed["circuits"] == 8
