@@ -19,13 +19,14 @@ Conventions are PennyLane's: wire 0 is the most significant bit of a basis-state
 
 :func:`gates` is the single definition. The PennyLane QNode (``pennylane_backend``) loops over it; the
 fast simulator (``simulator``) fuses it into a few tensor operations and is tested equal to it;
-:func:`to_qasm` prints it; :func:`execute` picks one of the two executions.
+:func:`to_qasm` prints it; :func:`execute` picks an execution (exact and fast, PennyLane, or the
+evaluation-only noisy simulator and device runner that other modules provide).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 ANSATZ = "qtha-reupload-crz-ring"
-BACKENDS = ("fast", "pennylane")
+BACKENDS = ("fast", "pennylane", "noisy", "device")
 
 # Rows of the weights tensor: which gate block of a layer each angle belongs to.
 _W_CRZ_FORWARD, _W_RY_FIRST, _W_CRZ_REVERSE, _W_RY_SECOND = 0, 1, 2, 3
@@ -163,22 +164,45 @@ def execute(
     backend: str = "fast",
     device: str | None = None,
     shots: int | None = None,
+    **options: Any,
 ) -> Tensor:
     """Run the circuit on every row of ``inputs``: ``(..., n)`` angles -> ``(..., n)`` values of <Z_i>.
 
     Args:
         inputs: ``(..., n)`` input angles, one circuit per row.
         weights: ``(L, 4, n)`` trainable angles.
-        backend: ``'fast'`` (exact batched torch simulator, differentiable, the default) or
-            ``'pennylane'`` (a PennyLane QNode on ``device``).
-        device: PennyLane device name (``None`` = ``default.qubit``); only with ``backend='pennylane'``.
-        shots: measurement shots for the PennyLane device (``None`` = exact expectation values).
+        backend: how to run it (:data:`BACKENDS`):
+
+            * ``'fast'``: the exact batched torch simulator (:mod:`.simulator`), differentiable; what
+              training and serving use. Exact, so no ``shots``; ``device`` may only be None or
+              ``'default.qubit'`` (the simulator computes what that device would).
+            * ``'pennylane'``: a PennyLane QNode on ``device`` (default ``'default.qubit'``), exact or with
+              ``shots`` (:mod:`.pennylane_backend`).
+            * ``'noisy'``: the built-in noisy, sampling simulator (:func:`.noise.noisy_expvals`) with
+              ``shots`` and options ``noise`` (a name, spec or NoiseModel), ``seed``, ``chunk``; evaluation
+              only (no gradients).
+            * ``'device'``: jobs on a PennyLane device through a result-caching
+              :class:`.device.DeviceRunner`, given as option ``runner`` (its device and shots apply), or
+              built from ``device`` and ``shots``; evaluation only.
+        device: PennyLane device name, for ``'pennylane'`` and ``'device'``.
+        shots: measurement shots (``None`` = exact expectation values), for all but ``'fast'``.
+        options: backend-specific options, listed above.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"execute(backend): expected one of {list(BACKENDS)}; got {backend!r}")
+    allowed = {"fast": (), "pennylane": (), "noisy": ("noise", "seed", "chunk"), "device": ("runner",)}[
+        backend
+    ]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"execute(backend={backend!r}): expected options among {list(allowed)}; got {unknown}"
+        )
     if backend == "fast":
-        if device is not None or shots is not None:
+        if device not in (None, "default.qubit") or shots is not None:
             raise ValueError(
-                "execute(backend='fast'): expected device=None and shots=None (the fast simulator is exact "
-                f"and has no devices; use backend='pennylane' for those); got device={device!r}, shots={shots!r}"
+                "execute(backend='fast'): expected device=None and shots=None (the fast simulator is exact; "
+                f"use backend='pennylane' for devices and shots); got device={device!r}, shots={shots!r}"
             )
         from .simulator import expvals
 
@@ -187,7 +211,28 @@ def execute(
         from .pennylane_backend import expvals as pennylane_expvals
 
         return pennylane_expvals(inputs, weights, device=device or "default.qubit", shots=shots)
-    raise ValueError(f"execute(backend): expected one of {list(BACKENDS)}; got {backend!r}")
+    if backend == "noisy":
+        if device is not None:
+            raise ValueError(
+                f"execute(backend='noisy'): expected device=None (a built-in simulator); got {device!r}"
+            )
+        from .noise import noisy_expvals
+
+        return noisy_expvals(inputs, weights, shots=shots, **options)
+    runner = options.get("runner")
+    if runner is None:
+        from .device import DeviceRunner
+
+        runner = DeviceRunner(device or "default.qubit", shots=shots, progress=False)
+    elif (device is not None and device != getattr(runner, "device", device)) or (
+        shots is not None and shots != getattr(runner, "shots", shots)
+    ):
+        raise ValueError(
+            f"execute(backend='device'): expected device and shots to match the runner's "
+            f"({getattr(runner, 'device', None)!r}, {getattr(runner, 'shots', None)!r}) or be None; "
+            f"got device={device!r}, shots={shots!r}"
+        )
+    return runner(inputs, weights)
 
 
 def _check_int(name: str, value: object, minimum: int, why: str) -> None:

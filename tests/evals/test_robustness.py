@@ -58,7 +58,9 @@ def test_counseling_robustness_rows_report_and_json(tiny_chat_model_dir, tiny_ar
     assert "Robustness to shots and noise" in html and "data:image/png;base64" in html
     assert (isolated_env / "rep" / "robustness.png").is_file()
     saved = json.loads((isolated_env / "rep" / "robustness.json").read_text())
-    assert saved["rows"] == rows and saved["headline"].startswith("shots to stay within 1% of the exact eval loss")
+    assert saved["rows"] == rows and saved["headline"].startswith(
+        "shots to stay within 1% of the exact eval loss"
+    )
 
 
 @needs_dispatch
@@ -112,7 +114,9 @@ def test_bad_input_is_refused_before_any_work(extra, message, tmp_path, capsys):
 
 def test_guard_and_circuitless_artifacts_are_refused(tiny_chat_model_dir, tiny_artifacts, isolated_env):
     common = dict(model=str(tiny_chat_model_dir), limit=2, shots=[100, 1000], out=isolated_env / "r")
-    with pytest.raises(EvalError, match=r"--max-circuits 10: this run needs up to [\d,]+ circuits .* nothing was run"):
+    with pytest.raises(
+        EvalError, match=r"--max-circuits 10: this run needs up to [\d,]+ circuits .* nothing was run"
+    ):
         run(tiny_artifacts["counseling"], "counseling", "synthetic-counseling:2", max_circuits=10, **common)
     with pytest.raises(EvalError, match="has no quantum circuit"):
         run(tiny_artifacts["math-lora"], "synthetic-math", "synthetic-math:2", **common)

@@ -35,7 +35,7 @@ def test_gate_list_order_for_three_qubits_two_layers():
 def test_gate_list_uses_every_weight_once_and_every_input_once_per_layer(n, n_layers):
     gate_list = gates(n, n_layers)
     weights = [g.param[1:] for g in gate_list if g.param[0] == "weight"]
-    assert sorted(weights) == [(l, k, i) for l in range(n_layers) for k in range(4) for i in range(n)]
+    assert sorted(weights) == [(layer, k, i) for layer in range(n_layers) for k in range(4) for i in range(n)]
     inputs = [g.param[1] for g in gate_list if g.param[0] == "input"]
     assert sorted(inputs) == sorted(list(range(n)) * n_layers)
     for g in gate_list:
@@ -63,7 +63,10 @@ def test_weight_shape():
     [(1, 2, "n_qubits"), (0, 2, "n_qubits"), (3, 0, "n_layers"), (3.0, 2, "n_qubits"), (True, 2, "n_qubits")],
 )
 def test_weight_shape_rejects_bad_sizes(n, n_layers, bad):
-    with pytest.raises(ValueError, match=rf"{bad}: expected an integer >= \d+.*; got {re.escape(repr(n if bad == 'n_qubits' else n_layers))}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{bad}: expected an integer >= \d+.*; got {re.escape(repr(n if bad == 'n_qubits' else n_layers))}",
+    ):
         weight_shape(n, n_layers)
     with pytest.raises(ValueError, match=bad):
         gates(n, n_layers)
@@ -118,7 +121,10 @@ def test_qasm3_leaves_inputs_as_parameters():
     text = to_qasm(weights)
     lines = text.splitlines()
     assert lines[:2] == ["OPENQASM 3.0;", 'include "stdgates.inc";']
-    assert [line for line in lines if line.startswith("input ")] == ["input angle[32] c0;", "input angle[32] c1;"]
+    assert [line for line in lines if line.startswith("input ")] == [
+        "input angle[32] c0;",
+        "input angle[32] c1;",
+    ]
     assert "qubit[2] q;" in lines and lines[-1] == "m = measure q;"
     parsed = _parse(text)
     gate_list = gates(n, n_layers)
@@ -136,7 +142,7 @@ def test_qasm_rejects_bad_arguments():
         to_qasm(torch.zeros(1, 4, 3), torch.zeros(2))
     with pytest.raises(ValueError, match=r"expected shape \(L, 4, n\).*got \(1, 3, 3\)"):
         to_qasm(torch.zeros(1, 3, 3))
-    with pytest.raises(TypeError, match="expected a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"expected a torch\.Tensor"):
         to_qasm([[0.0]])
 
 
@@ -144,9 +150,36 @@ def test_execute_dispatches_and_rejects_unknown_backend():
     x, w = torch.rand(4, 3), torch.rand(2, 4, 3)
     fast = execute(x, w)
     assert fast.shape == (4, 3) and torch.all(fast.abs() <= 1)
+    assert torch.equal(execute(x, w, backend="fast", device="default.qubit"), fast)
     assert torch.allclose(execute(x, w, backend="pennylane"), fast, atol=1e-5)
-    with pytest.raises(ValueError, match=r"expected one of \['fast', 'pennylane'\]; got 'qiskit'"):
+    assert BACKENDS == ("fast", "pennylane", "noisy", "device")
+    with pytest.raises(
+        ValueError, match=r"expected one of \['fast', 'pennylane', 'noisy', 'device'\]; got 'qiskit'"
+    ):
         execute(x, w, backend="qiskit")
-    assert BACKENDS == ("fast", "pennylane")
     with pytest.raises(ValueError, match="expected device=None and shots=None"):
-        execute(x, w, backend="fast", device="default.qubit")
+        execute(x, w, backend="fast", device="lightning.qubit")
+    with pytest.raises(ValueError, match="expected device=None and shots=None"):
+        execute(x, w, shots=100)
+    with pytest.raises(ValueError, match=r"expected options among \[\]; got \['noise'\]"):
+        execute(x, w, backend="pennylane", noise="depolarizing")
+
+
+def test_execute_evaluation_backends():
+    """The noise-free, exact 'noisy' simulator and a device runner give the fast simulator's values."""
+    from quantum_adapters.device import DeviceRunner
+
+    x, w = torch.rand(4, 3), torch.rand(2, 4, 3)
+    fast = execute(x, w)
+    with torch.no_grad():
+        assert torch.allclose(execute(x, w, backend="noisy", noise=None, seed=0), fast, atol=1e-5)
+        sampled = execute(x, w, backend="noisy", shots=4000, noise="depolarizing", seed=1)
+        assert sampled.shape == (4, 3) and not torch.allclose(sampled, fast, atol=1e-3)
+        runner = DeviceRunner("default.qubit", progress=False)
+        assert torch.allclose(
+            execute(x, w, backend="device", device="default.qubit", runner=runner), fast, atol=1e-5
+        )
+        assert runner.stats.circuits == 4
+        assert torch.allclose(execute(x, w, backend="device"), fast, atol=1e-5)
+    with pytest.raises(ValueError, match="expected device and shots to match the runner's"):
+        execute(x, w, backend="device", shots=10, runner=runner)

@@ -97,7 +97,9 @@ def test_guard_refuses_before_any_circuit_runs(tmp_path):
         assert runner.stats.circuits == 0 and runner.stats.jobs == 0
         assert _cached_rows(cache) == 0
         runner(inputs[:20], weights)  # within the guard
-        with pytest.raises(ValueError, match="with 20 already sent that is 30, over the max_circuits guard of 25"):
+        with pytest.raises(
+            ValueError, match="with 20 already sent that is 30, over the max_circuits guard of 25"
+        ):
             runner(inputs[20:], weights)
         assert runner.stats.circuits == 20
     # cached rows cost nothing, so they pass a zero guard

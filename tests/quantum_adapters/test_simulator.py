@@ -126,8 +126,10 @@ def test_dtypes():
     assert expvals(x, w).dtype == torch.float32
     assert expvals(x.double(), w).dtype == torch.float64  # float64 inputs run in float64
     half = expvals(x.half(), w)
-    assert half.dtype == torch.float16 and torch.allclose(half.float(), expvals(x.half().float(), w), atol=1e-3)
-    with pytest.raises(TypeError, match="expected a floating-point tensor; got dtype torch.int64"):
+    assert half.dtype == torch.float16 and torch.allclose(
+        half.float(), expvals(x.half().float(), w), atol=1e-3
+    )
+    with pytest.raises(TypeError, match=r"expected a floating-point tensor; got dtype torch\.int64"):
         expvals(torch.zeros(3, 4, dtype=torch.long), w)
     with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 4\).*got \(3, 5\)"):
         expvals(torch.zeros(3, 5), w)
@@ -187,7 +189,9 @@ def test_pennylane_devices_and_errors():
     devices = installed_devices()
     assert "default.qubit" in devices and devices == sorted(devices)
     x, w = torch.zeros(2, 3), torch.zeros(1, 4, 3)
-    with pytest.raises(ValueError, match=r"expected a device in \[.*'default\.qubit'.*\]; got 'no\.such\.device'"):
+    with pytest.raises(
+        ValueError, match=r"expected a device in \[.*'default\.qubit'.*\]; got 'no\.such\.device'"
+    ):
         pennylane_expvals(x, w, device="no.such.device")
     with pytest.raises(ValueError, match="expected None or a positive integer; got 0"):
         pennylane_expvals(x, w, shots=0)
