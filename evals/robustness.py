@@ -193,7 +193,12 @@ def run(
         engine = Engine(source, {name: path})
         tokens = max_tokens or 256
         rows_per_run = n_modules * _token_rows(engine, examples, name, domain, tokens, batch_size)
-        conditions = [(label, setting, s) for label, setting in settings for s in shot_list]
+        conditions = [
+            (label, setting, s)
+            for label, setting in settings
+            for s in shot_list
+            if device is not None or setting is not None or s is not None  # (none, exact) is the exact row
+        ]
         estimate = rows_per_run * len(conditions)
         if max_circuits is not None and estimate > max_circuits:
             raise EvalError(

@@ -89,7 +89,6 @@ class Engine:
     ) -> None:
         self.base_model, self.tokenizer, self.source = load_base_model(model, dtype=dtype, device=device)
         self.device = torch.device(device)
-        self._pristine = None  # a clean copy of the base, kept only when a second PEFT type needs one
         self._models: dict[str, Any] = {}  # peft type -> PeftModel
         self.adapters: dict[str, _Adapter] = {}
         self._lock = threading.RLock()
@@ -109,15 +108,11 @@ class Engine:
         ptype = str(manifest["adapter"]["method"]).upper()
         with self._lock:
             if ptype in self._models:
-                peft_model, manifest = load_frozen(
-                    self._models[ptype], path, adapter_name=name, base=self.source
-                )
+                peft_model, manifest = load_frozen(self._models[ptype], path, adapter_name=name, base=self.source)
             else:
-                if self._models and self._pristine is None:
-                    raise ArtifactError("internal: pristine base copy missing")
-                target = copy.deepcopy(self._pristine) if self._models else self.base_model
-                if not self._models:
-                    self._pristine = copy.deepcopy(self.base_model)
+                # A first adapter goes onto the base model itself; an adapter of another PEFT type needs its
+                # own copy of the base: a copy of an existing model with its adapters unloaded.
+                target = copy.deepcopy(next(iter(self._models.values()))).unload() if self._models else self.base_model
                 peft_model, manifest = load_frozen(target, path, adapter_name=name, base=self.source)
                 self._models[ptype] = peft_model
         training = manifest.get("training", {}) or {}
