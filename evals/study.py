@@ -33,7 +33,9 @@ def _load(path: str) -> dict[str, Any]:
     return cfg
 
 
-def _train(cfg: dict[str, Any], domain: str, spec: dict[str, Any], method: dict[str, Any], seed: int, out: Path) -> Path:
+def _train(
+    cfg: dict[str, Any], domain: str, spec: dict[str, Any], method: dict[str, Any], seed: int, out: Path
+) -> Path:
     from training.recipe import TrainConfig, train
 
     run = out / f"{domain}-{method['name']}-s{seed}"
@@ -78,16 +80,26 @@ def run_study(config: str, out: str) -> dict[str, Any]:
                 curves[f"{domain}/{name}"] = _curve(artifacts[name].parent)
         examples, _ = load(spec["eval"], limit=spec.get("eval_limit", 64))
         engine = Engine(cfg["model"], artifacts)
-        features = [f for f in (encode(engine.tokenizer, ex, cfg["train"].get("max_len", 256), trim_context=True)
-                                for ex in examples) if f is not None]
+        features = [
+            f
+            for f in (
+                encode(engine.tokenizer, ex, cfg["train"].get("max_len", 256), trim_context=True)
+                for ex in examples
+            )
+            if f is not None
+        ]
         per_model: dict[str, dict[str, float]] = {}
         for name in [BASE, *artifacts]:
             scores = engine.score(features, name)
             n_tok = sum(s.n_tokens for s in scores)
-            row = {"eval_loss": sum(s.nll_sum for s in scores) / n_tok,
-                   "token_error_rate": 1 - sum(s.n_correct for s in scores) / n_tok}
+            row = {
+                "eval_loss": sum(s.nll_sum for s in scores) / n_tok,
+                "token_error_rate": 1 - sum(s.n_correct for s in scores) / n_tok,
+            }
             if domain == "math" and spec.get("accuracy_limit", 0) > 0:
-                acc = math_eval.run(engine, examples[: spec["accuracy_limit"]], name, max_tokens=spec.get("max_tokens", 192))
+                acc = math_eval.run(
+                    engine, examples[: spec["accuracy_limit"]], name, max_tokens=spec.get("max_tokens", 192)
+                )
                 row["error_rate"] = acc["error_rate"]
             if name != BASE:
                 run_dir = artifacts[name].parent
@@ -105,10 +117,17 @@ def run_study(config: str, out: str) -> dict[str, Any]:
                 agg[key], agg[f"{key}_std"] = mean, std
             aggregate[method["name"]] = agg
         for label, vals in aggregate.items():
-            all_rows.append({"name": f"{domain}/{label}", **{k: v for k, v in vals.items() if isinstance(v, (int, float))}})
+            all_rows.append(
+                {
+                    "name": f"{domain}/{label}",
+                    **{k: v for k, v in vals.items() if isinstance(v, (int, float))},
+                }
+            )
         summary["domains"][domain] = {"per_run": per_model, "aggregate": aggregate}
         del engine
-    md, html = build_report(f"qtha study ({', '.join(cfg['domains'])})", all_rows, root / "report", curves=curves)
+    md, html = build_report(
+        f"qtha study ({', '.join(cfg['domains'])})", all_rows, root / "report", curves=curves
+    )
     summary["report_md"], summary["report_html"] = str(md), str(html)
     (root / "study.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -122,8 +141,11 @@ def _cmd(args: argparse.Namespace) -> int:
     for domain, d in summary["domains"].items():
         print(f"== {domain}")
         for label, vals in d["aggregate"].items():
-            parts = [f"{k} {vals[k]:.4f}" + (f" ± {vals[k + '_std']:.4f}" if k + "_std" in vals else "")
-                     for k in ("train_loss_last", "eval_loss", "token_error_rate", "error_rate") if k in vals]
+            parts = [
+                f"{k} {vals[k]:.4f}" + (f" ± {vals[k + '_std']:.4f}" if k + "_std" in vals else "")
+                for k in ("train_loss_last", "eval_loss", "token_error_rate", "error_rate")
+                if k in vals
+            ]
             params = f"  params {int(vals['trainable_params']):,}" if "trainable_params" in vals else ""
             print(f"  {label:<10} " + "  ".join(parts) + params)
     print(f"report: {summary['report_html']}")
@@ -131,7 +153,9 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("study", help="QTHA vs LoRA vs the no-circuit ablation, several seeds, one report")
+    p = subparsers.add_parser(
+        "study", help="QTHA vs LoRA vs the no-circuit ablation, several seeds, one report"
+    )
     p.add_argument("--config", default="configs/study.yaml", help="study YAML (default configs/study.yaml)")
     p.add_argument("--out", default="runs/study", help="folder for the runs and the report")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")

@@ -130,6 +130,15 @@ class QTHAConfig(PeftConfig):
             raise ValueError(
                 f"QTHAConfig.backend: expected one of {', '.join(BACKENDS)}; got {self.backend!r}"
             )
+        if self.backend == "pennylane":
+            from .pennylane_backend import installed_devices
+
+            devices = installed_devices()
+            if (self.device or "default.qubit") not in devices:
+                raise ValueError(
+                    f"QTHAConfig.device: expected an installed PennyLane device ({', '.join(devices)}); "
+                    f"got {self.device!r}"
+                )
         if self.backend == "fast" and self.device not in (None, "default.qubit"):
             raise ValueError(
                 f"QTHAConfig.device: a device ({self.device!r}) only applies with backend='pennylane'; "

@@ -272,6 +272,7 @@ class _CircuitFunction(torch.autograd.Function):
         return z
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # first derivatives only: a clear error on double backward
     def backward(ctx, grad_z):
         final, theta_rows, theta_shared, phi, *factors = ctx.saved_tensors
         sim = _Simulation(ctx.plan, final.shape[0], theta_rows, theta_shared, phi, adjoint=True)

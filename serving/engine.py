@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from quantum_adapters.artifact import ArtifactError, load_frozen
+from quantum_adapters.artifact import load_frozen
 from quantum_adapters.layer import QuantumCircuitLayer
 from quantum_adapters.models import ModelSource, load_base_model
 
@@ -108,11 +108,17 @@ class Engine:
         ptype = str(manifest["adapter"]["method"]).upper()
         with self._lock:
             if ptype in self._models:
-                peft_model, manifest = load_frozen(self._models[ptype], path, adapter_name=name, base=self.source)
+                peft_model, manifest = load_frozen(
+                    self._models[ptype], path, adapter_name=name, base=self.source
+                )
             else:
                 # A first adapter goes onto the base model itself; an adapter of another PEFT type needs its
                 # own copy of the base: a copy of an existing model with its adapters unloaded.
-                target = copy.deepcopy(next(iter(self._models.values()))).unload() if self._models else self.base_model
+                target = (
+                    copy.deepcopy(next(iter(self._models.values()))).unload()
+                    if self._models
+                    else self.base_model
+                )
                 peft_model, manifest = load_frozen(target, path, adapter_name=name, base=self.source)
                 self._models[ptype] = peft_model
         training = manifest.get("training", {}) or {}

@@ -369,7 +369,9 @@ def _row_window(arg: str, spec: str) -> tuple[str, slice | None]:
     try:
         bounds = [int(v) if v.strip() else None for v in (start, end)]
     except ValueError:
-        raise DataError(f"data spec {spec!r}: expected @START:END with integers (e.g. @:-500); got @{window}") from None
+        raise DataError(
+            f"data spec {spec!r}: expected @START:END with integers (e.g. @:-500); got @{window}"
+        ) from None
     return path, slice(*bounds)
 
 

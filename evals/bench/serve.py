@@ -41,7 +41,9 @@ def _fresh_artifact(model: str, r: int, layers: int, folder: Path) -> Path:
 
     base, _, source = load_base_model(model)
     peft_model = get_peft_model(base, QTHAConfig(r=r, n_layers=layers, init_seed=0))
-    return freeze(peft_model, folder / "artifact", base=source, training={"note": "untrained, for benchmarks"})
+    return freeze(
+        peft_model, folder / "artifact", base=source, training={"note": "untrained, for benchmarks"}
+    )
 
 
 def _decode_tok_s(engine: Any, name: str, tokens: int) -> float:
@@ -52,8 +54,14 @@ def _decode_tok_s(engine: Any, name: str, tokens: int) -> float:
         ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": prompt}], name)])
         with engine._use(name) as model, torch.inference_mode():
             t0 = time.perf_counter()
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                 min_new_tokens=tokens, do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
             total_s += time.perf_counter() - t0
         total_tokens += out.shape[1] - ids.shape[1]
     return total_tokens / total_s
@@ -89,8 +97,12 @@ def _concurrent(service: Any, model: str, clients: int, tokens: int) -> dict[str
     counts: list[int] = []
 
     def client(i: int) -> None:
-        body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                "max_tokens": tokens, "temperature": 0}
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            "max_tokens": tokens,
+            "temperature": 0,
+        }
         with httpx.Client(timeout=600) as c:
             r = c.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
             r.raise_for_status()
@@ -105,11 +117,22 @@ def _concurrent(service: Any, model: str, clients: int, tokens: int) -> dict[str
     wall = time.perf_counter() - t0
     server.should_exit = True
     thread.join(timeout=10)
-    return {"clients": clients, "completion_tokens": sum(counts), "seconds": wall, "tok_s": sum(counts) / wall}
+    return {
+        "clients": clients,
+        "completion_tokens": sum(counts),
+        "seconds": wall,
+        "tok_s": sum(counts) / wall,
+    }
 
 
-def run(model: str = "smollm2-135m-instruct", artifact: str | None = None, r: int = 4, layers: int | None = None,
-        tokens: int = 32, clients: int = 8) -> dict[str, Any]:
+def run(
+    model: str = "smollm2-135m-instruct",
+    artifact: str | None = None,
+    r: int = 4,
+    layers: int | None = None,
+    tokens: int = 32,
+    clients: int = 8,
+) -> dict[str, Any]:
     from serving.engine import BASE, Engine
     from serving.service import ChatService
 
@@ -124,9 +147,17 @@ def run(model: str = "smollm2-135m-instruct", artifact: str | None = None, r: in
         conc = _concurrent(service, "qtha", clients, tokens)
         circuit = engine.adapters["qtha"].manifest.get("circuit", {})
     return {
-        "model": model, "tokens": tokens, "prompts": len(PROMPTS), "qubits": circuit.get("qubits"),
-        "layers": circuit.get("layers"), "base_tok_s": base, "qtha_tok_s": qtha, "ratio": qtha / base,
-        "ttft_base_s": ttft_base, "ttft_qtha_s": ttft_qtha, "concurrent": conc,
+        "model": model,
+        "tokens": tokens,
+        "prompts": len(PROMPTS),
+        "qubits": circuit.get("qubits"),
+        "layers": circuit.get("layers"),
+        "base_tok_s": base,
+        "qtha_tok_s": qtha,
+        "ratio": qtha / base,
+        "ttft_base_s": ttft_base,
+        "ttft_qtha_s": ttft_qtha,
+        "concurrent": conc,
     }
 
 
@@ -137,21 +168,33 @@ def _cmd(args: argparse.Namespace) -> int:
     else:
         c = result["concurrent"]
         print(f"decode, {result['model']}, {result['prompts']} prompts x {result['tokens']} tokens, greedy")
-        print(f"  base  {result['base_tok_s']:.1f} tok/s   time to first token {result['ttft_base_s'] * 1000:.0f} ms")
-        print(f"  QTHA  {result['qtha_tok_s']:.1f} tok/s   time to first token {result['ttft_qtha_s'] * 1000:.0f} ms"
-              f"   ({result['qubits']} qubits, {result['layers']} layers)")
+        print(
+            f"  base  {result['base_tok_s']:.1f} tok/s   time to first token {result['ttft_base_s'] * 1000:.0f} ms"
+        )
+        print(
+            f"  QTHA  {result['qtha_tok_s']:.1f} tok/s   time to first token {result['ttft_qtha_s'] * 1000:.0f} ms"
+            f"   ({result['qubits']} qubits, {result['layers']} layers)"
+        )
         print(f"  ratio {result['ratio']:.2f}")
-        print(f"  {c['clients']} concurrent streaming clients over HTTP: {c['tok_s']:.1f} tok/s "
-              f"({c['completion_tokens']} tokens in {c['seconds']:.1f} s)")
+        print(
+            f"  {c['clients']} concurrent streaming clients over HTTP: {c['tok_s']:.1f} tok/s "
+            f"({c['completion_tokens']} tokens in {c['seconds']:.1f} s)"
+        )
     return 0
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("serve", help="decoding tok/s with a QTHA adapter vs the base model, TTFT, 8 clients")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="base model (default: embedded SmolLM2-135M)")
+    p = subparsers.add_parser(
+        "serve", help="decoding tok/s with a QTHA adapter vs the base model, TTFT, 8 clients"
+    )
+    p.add_argument(
+        "--model", default="smollm2-135m-instruct", help="base model (default: embedded SmolLM2-135M)"
+    )
     p.add_argument("--artifact", default=None, help="a frozen QTHA artifact (default: an untrained one)")
     p.add_argument("--r", type=int, default=4, help="qubits of the untrained adapter (default 4)")
-    p.add_argument("--layers", type=int, default=None, help="circuit layers of the untrained adapter (default r)")
+    p.add_argument(
+        "--layers", type=int, default=None, help="circuit layers of the untrained adapter (default r)"
+    )
     p.add_argument("--tokens", type=int, default=32, help="tokens decoded per prompt (default 32)")
     p.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients (default 8)")
     p.add_argument("--json", action="store_true", help="one JSON object as the last line")

@@ -12,17 +12,8 @@ from evals.bench import device as device_bench
 from evals.cli import main as eval_main
 from evals.robustness import parse_noise, parse_shots, run
 from evals.runner import EvalError
-from quantum_adapters.circuit import BACKENDS
-
-# The evaluation switches circuits with Engine.set_circuit_execution(backend='noisy' | 'device', ...),
-# which needs circuit.execute to dispatch those backends.
-needs_dispatch = pytest.mark.skipif(
-    not {"noisy", "device"} <= set(BACKENDS),
-    reason="circuit.execute does not dispatch backend='noisy'/'device' yet (issue 6 wiring)",
-)
 
 
-@needs_dispatch
 def test_counseling_robustness_rows_report_and_json(tiny_chat_model_dir, tiny_artifacts, isolated_env):
     summary = run(
         tiny_artifacts["counseling"],
@@ -63,16 +54,18 @@ def test_counseling_robustness_rows_report_and_json(tiny_chat_model_dir, tiny_ar
     )
 
 
-@needs_dispatch
 def test_cli_math_json_and_the_device_path_with_its_cache(
     tiny_chat_model_dir, tiny_artifacts, isolated_env, capsys
 ):
     base = ["robustness", "--artifact", str(tiny_artifacts["math"]), "--task", "synthetic-math"]
     base += ["--data", "synthetic-math:2", "--model", str(tiny_chat_model_dir), "--limit", "2"]
     base += ["--max-tokens", "3", "--json"]
-    assert eval_main([*base, "--shots", "100", "--noise", "none", "--out", str(isolated_env / "a")]) == 0
+    assert (
+        eval_main([*base, "--shots", "100,exact", "--noise", "none", "--out", str(isolated_env / "a")]) == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["metric_name"] == "error_rate" and 0 <= summary["exact"] <= 1
+    # noise-free 'exact' is the exact row itself, not run twice
     assert [(r["noise"], r["shots"]) for r in summary["rows"]] == [("none", None), ("none", 100)]
 
     device = [*base, "--device", "default.qubit", "--shots", "exact,1000"]

@@ -15,9 +15,13 @@ from quantum_adapters.artifact import ArtifactError
 
 def test_math_evaluation_report_and_registry(tiny_chat_model_dir, tiny_artifacts, isolated_env):
     summary = run_evaluation(
-        task="synthetic-math", data="synthetic-math:6", model=str(tiny_chat_model_dir),
-        artifacts=[str(tiny_artifacts["math"]), str(tiny_artifacts["math-lora"])], out=str(isolated_env / "rep"),
-        max_tokens=8, batch_size=3,
+        task="synthetic-math",
+        data="synthetic-math:6",
+        model=str(tiny_chat_model_dir),
+        artifacts=[str(tiny_artifacts["math"]), str(tiny_artifacts["math-lora"])],
+        out=str(isolated_env / "rep"),
+        max_tokens=8,
+        batch_size=3,
     )
     names = [r["name"] for r in summary["results"]]
     assert names == ["base", "math", "math-lora"]
@@ -39,8 +43,13 @@ def test_math_evaluation_report_and_registry(tiny_chat_model_dir, tiny_artifacts
 
 def test_counseling_evaluation_metrics(tiny_chat_model_dir, tiny_artifacts, isolated_env):
     summary = run_evaluation(
-        task="counseling", data="synthetic-counseling:6", model=str(tiny_chat_model_dir),
-        artifacts=[str(tiny_artifacts["counseling"])], out=str(isolated_env / "rep"), max_tokens=6, batch_size=3,
+        task="counseling",
+        data="synthetic-counseling:6",
+        model=str(tiny_chat_model_dir),
+        artifacts=[str(tiny_artifacts["counseling"])],
+        out=str(isolated_env / "rep"),
+        max_tokens=6,
+        batch_size=3,
     )
     base, qtha = summary["results"]
     for r in (base, qtha):
@@ -53,17 +62,32 @@ def test_counseling_evaluation_metrics(tiny_chat_model_dir, tiny_artifacts, isol
 
 
 def test_cli_json_history_and_compare(tiny_chat_model_dir, tiny_artifacts, isolated_env, capsys):
-    args = ["run", "--task", "synthetic-math", "--data", "synthetic-math:3", "--model", str(tiny_chat_model_dir),
-            "--artifacts", str(tiny_artifacts["math"]), "--max-tokens", "4", "--out", str(isolated_env / "r"), "--json"]
+    args = [
+        "run",
+        "--task",
+        "synthetic-math",
+        "--data",
+        "synthetic-math:3",
+        "--model",
+        str(tiny_chat_model_dir),
+        "--artifacts",
+        str(tiny_artifacts["math"]),
+        "--max-tokens",
+        "4",
+        "--out",
+        str(isolated_env / "r"),
+        "--json",
+    ]
     assert eval_main(args) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"results", "report_md", "report_html"} <= set(first) and first["results"][0]["name"] == "base"
-    assert eval_main(args[:-3] + ["--out", str(isolated_env / "r2"), "--json"]) == 0
+    assert eval_main([*args[:-3], "--out", str(isolated_env / "r2"), "--json"]) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert eval_main(["history", "--json"]) == 0
     history = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [e["id"] for e in history["evaluations"]][:2] in (
-        [first["evaluation_id"], second["evaluation_id"]], [second["evaluation_id"], first["evaluation_id"]]
+        [first["evaluation_id"], second["evaluation_id"]],
+        [second["evaluation_id"], first["evaluation_id"]],
     )
     assert eval_main(["compare", str(first["evaluation_id"]), str(second["evaluation_id"]), "--json"]) == 0
     assert "base" in capsys.readouterr().out
@@ -78,9 +102,16 @@ def test_cli_json_history_and_compare(tiny_chat_model_dir, tiny_artifacts, isola
         ({"artifacts": ["/nonexistent/artifact"]}, ArtifactError, "artifact not found"),
     ],
 )
-def test_bad_inputs_fail_before_any_work(tiny_chat_model_dir, tiny_artifacts, isolated_env, kwargs, error, message):
-    base = dict(task="synthetic-math", data="synthetic-math:3", model=str(tiny_chat_model_dir),
-                artifacts=[str(tiny_artifacts["math"])], out=str(isolated_env / "rep"))
+def test_bad_inputs_fail_before_any_work(
+    tiny_chat_model_dir, tiny_artifacts, isolated_env, kwargs, error, message
+):
+    base = dict(
+        task="synthetic-math",
+        data="synthetic-math:3",
+        model=str(tiny_chat_model_dir),
+        artifacts=[str(tiny_artifacts["math"])],
+        out=str(isolated_env / "rep"),
+    )
     base.update(kwargs)
     with pytest.raises(error, match=message):
         run_evaluation(**base)
@@ -88,8 +119,19 @@ def test_bad_inputs_fail_before_any_work(tiny_chat_model_dir, tiny_artifacts, is
 
 
 def test_artifact_for_another_base_model_is_refused_naming_both(tiny_artifacts, isolated_env, capsys):
-    code = eval_main(["run", "--task", "synthetic-math", "--data", "synthetic-math:3",
-                      "--artifacts", str(tiny_artifacts["math"]), "--out", str(isolated_env / "rep")])
+    code = eval_main(
+        [
+            "run",
+            "--task",
+            "synthetic-math",
+            "--data",
+            "synthetic-math:3",
+            "--artifacts",
+            str(tiny_artifacts["math"]),
+            "--out",
+            str(isolated_env / "rep"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "made for base model tiny-chat0" in err and "smollm2-135m-instruct" in err
     assert "Traceback" not in err
@@ -99,5 +141,10 @@ def test_empty_data_set_is_refused(tiny_chat_model_dir, tiny_artifacts, isolated
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(EvalError, match="no examples"):
-        run_evaluation(task="gsm8k", data=f"gsm8k:{empty}", model=str(tiny_chat_model_dir),
-                       artifacts=[str(tiny_artifacts["math"])], out=str(isolated_env / "rep"))
+        run_evaluation(
+            task="gsm8k",
+            data=f"gsm8k:{empty}",
+            model=str(tiny_chat_model_dir),
+            artifacts=[str(tiny_artifacts["math"])],
+            out=str(isolated_env / "rep"),
+        )

@@ -23,6 +23,10 @@ from quantum_adapters import QTHAConfig, default_bottleneck
         ({"variant": "XYZ"}, r"QTHAConfig\.variant: expected one of ABC, AB, BC; got 'XYZ'"),
         ({"backend": "gpu"}, r"QTHAConfig\.backend: expected one of fast, pennylane; got 'gpu'"),
         ({"device": "lightning.qubit"}, r"QTHAConfig\.device: .*backend='pennylane'"),
+        (
+            {"backend": "pennylane", "device": "origin.wukong"},
+            r"QTHAConfig\.device: expected an installed PennyLane device \(.*default\.qubit.*\); got 'origin\.wukong'",
+        ),
     ],
 )
 def test_config_errors_name_field_and_value(kwargs, message):

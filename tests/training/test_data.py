@@ -543,7 +543,9 @@ def test_row_window_carves_held_out_rows(tmp_path):
     from training.data import DataError, load
 
     f = tmp_path / "g.jsonl"
-    f.write_text("".join(f'{{"question": "q{i}?", "answer": "{i} + 0 = {i}\\n#### {i}"}}\n' for i in range(10)))
+    f.write_text(
+        "".join(f'{{"question": "q{i}?", "answer": "{i} + 0 = {i}\\n#### {i}"}}\n' for i in range(10))
+    )
     head, _ = load(f"gsm8k:{f}@:-3")
     tail, _ = load(f"gsm8k:{f}@-3:")
     assert [e.answer for e in head] == [str(i) for i in range(7)]
