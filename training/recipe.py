@@ -254,7 +254,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         cfg.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     )
     accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if use_bf16 else "no"
+        gradient_accumulation_steps=cfg.grad_accum,
+        mixed_precision="bf16" if use_bf16 else "no",
+        cpu=not torch.cuda.is_available(),  # torchrun on CPU: MULTI_CPU with gloo, not N lone processes
     )
     main = accelerator.is_main_process
     ckpt = None
