@@ -51,6 +51,7 @@ def run(
         raise ValueError(
             f"bench simulator: expected rows >= 1 and repeats >= 1; got rows={rows}, repeats={repeats}"
         )
+    _check_memory_for_pennylane(qubits, layers, rows)
     gen = torch.Generator().manual_seed(seed)
     inputs = (torch.rand(rows, qubits, generator=gen) * 2 - 1) * math.pi  # (rows, n) float32 angles
     weights = torch.rand(layers, 4, qubits, generator=gen) * 2 * math.pi  # (L, 4, n), as the layer inits
@@ -82,6 +83,31 @@ def run(
         "fast_peak_mb": _peak_mb(fast),
         "pennylane_peak_mb": _peak_mb(penny),
     }
+
+
+# PennyLane's backprop keeps every intermediate state of the broadcast batch (complex128) for the
+# backward pass: peak ~ this factor x gates x rows x 2^n x 16 bytes (measured 12.9-14.2 GB at 8 qubits,
+# 8 layers, 4096 rows, i.e. a factor of 2.4-2.6).
+_PENNYLANE_MEMORY_FACTOR = 2.6
+
+
+def _check_memory_for_pennylane(qubits: int, layers: int, rows: int) -> None:
+    """Refuse up front (instead of being OOM-killed mid-run) when PennyLane's run cannot fit in RAM."""
+    need = _PENNYLANE_MEMORY_FACTOR * 5 * qubits * layers * rows * 2**qubits * 16
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:  # not Linux: nothing to check against
+        return
+    available = next(
+        (int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:")),
+        None,
+    )
+    if available is not None and need > 0.9 * available:
+        raise ValueError(
+            f"bench simulator: PennyLane's backprop run needs about {need / 2**30:.1f} GB for {qubits} qubits x "
+            f"{layers} layers x {rows} rows; only {available / 2**30:.1f} GB is available (MemAvailable). "
+            "Use fewer --rows, or free memory"
+        )
 
 
 def _median_time(step: _Step, repeats: int) -> tuple[float, tuple[Tensor, Tensor, Tensor]]:
