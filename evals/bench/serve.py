@@ -138,14 +138,14 @@ def run(
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))
-        engine = Engine(model, {"qtha": path})
+        engine = Engine(model, {"adapter": path})
         _decode_tok_s(engine, BASE, 4)  # warm-up
         base = _decode_tok_s(engine, BASE, tokens)
-        qtha = _decode_tok_s(engine, "qtha", tokens)
+        qtha = _decode_tok_s(engine, "adapter", tokens)
         service = ChatService(engine)
-        ttft_base, ttft_qtha = _ttft(service, BASE), _ttft(service, "qtha")
-        conc = _concurrent(service, "qtha", clients, tokens)
-        circuit = engine.adapters["qtha"].manifest.get("circuit", {})
+        ttft_base, ttft_qtha = _ttft(service, BASE), _ttft(service, "adapter")
+        conc = _concurrent(service, "adapter", clients, tokens)
+        circuit = engine.adapters["adapter"].manifest.get("circuit", {})
     return {
         "model": model,
         "tokens": tokens,
