@@ -31,12 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quantum_adapters.artifact import ArtifactError, verify
 from quantum_adapters.models import cache_dir, resolve_model
 from quantum_adapters.noise import NoiseModel, noise_model
 
 from .report import build_report
-from .runner import EVAL_SEED, TASKS, EvalError, artifact_label
+from .runner import TASKS, EvalError, artifact_label, task_examples, verified_manifest
 
 __all__ = ["TOLERANCE", "parse_noise", "parse_shots", "register", "run"]
 
@@ -131,7 +130,6 @@ def run(
         the first row is the exact run (``shots`` None, ``noise`` 'none').
     """
     from serving.engine import Engine
-    from training.data import load
 
     # 1. every argument, before anything heavy
     if task not in TASKS:
@@ -159,13 +157,7 @@ def run(
         # 2. the artifact: verified, made for this model, with a circuit
         source = resolve_model(model)
         path = Path(artifact)
-        manifest, _ = verify(path)
-        made_for = manifest["base_model"]
-        if made_for.get("sha256") != source.sha256:
-            raise ArtifactError(
-                f"{path}: made for base model {made_for.get('name')} (sha256 {str(made_for.get('sha256'))[:12]}...), "
-                f"but --model is {source.name} (sha256 {source.sha256[:12]}...)"
-            )
+        manifest = verified_manifest(path, source)
         circuit = manifest.get("circuit")
         if not circuit:
             raise EvalError(
@@ -177,16 +169,7 @@ def run(
         n_modules = len(circuit["modules"])
 
         # 3. data
-        examples, _ = load(data, limit=limit, seed=EVAL_SEED)
-        examples = examples[:limit] if limit else examples
-        if not examples:
-            raise EvalError(f"--data {data}: no examples")
-        wrong = [ex for ex in examples if ex.domain != domain]
-        if wrong:
-            raise EvalError(
-                f"--task {task} expects {domain} data, but --data {data} holds {wrong[0].domain} examples "
-                f"(first: {wrong[0].source})"
-            )
+        examples = task_examples(task, data, limit)
 
         # 4. the engine, and the circuit estimate against the guard
         name = artifact_label(path, manifest)

@@ -56,6 +56,35 @@ def _curve(manifest: dict[str, Any]) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
+def verified_manifest(path: Path, source: Any) -> dict[str, Any]:
+    """The artifact's manifest after verifying every hash; refuses one made for another base model."""
+    manifest, _ = verify(path)
+    made_for = manifest["base_model"]
+    if made_for.get("sha256") != source.sha256:
+        raise ArtifactError(
+            f"{path}: made for base model {made_for.get('name')} (sha256 {str(made_for.get('sha256'))[:12]}...), "
+            f"but --model is {source.name} (sha256 {source.sha256[:12]}...)"
+        )
+    return manifest
+
+
+def task_examples(task: str, data: str, limit: int | None) -> list[Any]:
+    """The evaluation items of ``data`` for ``task``: refuses an empty set or data of another domain."""
+    from training.data import load
+
+    domain = TASKS[task]
+    examples, report = load(data, limit=limit, seed=EVAL_SEED)
+    if not examples:
+        raise EvalError(f"--data {data}: no examples ({report.as_dict()})")
+    wrong = [ex for ex in examples if ex.domain != domain]
+    if wrong:
+        raise EvalError(
+            f"--task {task} expects {domain} data, but --data {data} holds {wrong[0].domain} examples "
+            f"(first: {wrong[0].source})"
+        )
+    return examples[:limit] if limit else examples
+
+
 def run_evaluation(
     *,
     task: str,
@@ -71,7 +100,6 @@ def run_evaluation(
     safety_probes: bool = True,
 ) -> dict[str, Any]:
     from serving.engine import BASE, Engine
-    from training.data import load
 
     from . import counseling_eval, math_eval
     from .registry import Registry
@@ -90,27 +118,11 @@ def run_evaluation(
     paths = [Path(a) for a in artifacts]
     manifests = []
     for p in paths:
-        manifest, _ = verify(p)
-        made_for = manifest["base_model"]
-        if made_for.get("sha256") != source.sha256:
-            raise ArtifactError(
-                f"{p}: made for base model {made_for.get('name')} (sha256 {str(made_for.get('sha256'))[:12]}...), "
-                f"but --model is {source.name} (sha256 {source.sha256[:12]}...)"
-            )
-        manifests.append(manifest)
+        manifests.append(verified_manifest(p, source))
     labels = _labels(paths, manifests)
 
     # 2. data
-    examples, report = load(data, limit=limit, seed=EVAL_SEED)
-    if not examples:
-        raise EvalError(f"--data {data}: no examples ({report.as_dict()})")
-    wrong = [ex for ex in examples if ex.domain != domain]
-    if wrong:
-        raise EvalError(
-            f"--task {task} expects {domain} data, but --data {data} holds {wrong[0].domain} examples "
-            f"(first: {wrong[0].source})"
-        )
-    examples = examples[:limit] if limit else examples
+    examples = task_examples(task, data, limit)
 
     # 3. evaluate
     t0 = time.time()
