@@ -18,15 +18,18 @@ All adapter maths runs in float32 whatever the base dtype; the result is cast ba
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .circuit import execute, weight_shape
 from .config import QTHAConfig, default_bottleneck
 from .mpo import MPOLinear
+from .simulator import FROZEN_MAX_BYTES, FrozenCircuit, frozen_bytes
 
 __all__ = ["NotMergeableError", "QTHALayer", "QTHALinear", "QuantumCircuitLayer"]
 
@@ -66,7 +69,22 @@ class QuantumCircuitLayer(nn.Module):
         self.execution = {k: v for k, v in execution.items() if v is not None}
 
     def forward(self, angles: torch.Tensor) -> torch.Tensor:
+        if self.backend == "fast" and not self.execution and not torch.is_grad_enabled():
+            frozen = self._frozen()
+            if frozen is not None:
+                return frozen(angles)
         return execute(angles, self.weights, backend=self.backend, device=self.device_name, **self.execution)
+
+    def _frozen(self) -> FrozenCircuit | None:
+        """The inference form of the circuit for the current weights (rebuilt when they change), or None
+        where its dense unitaries would be too large (the general simulator runs instead)."""
+        w = self.weights
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if getattr(self, "_frozen_key", None) != key:
+            fits = frozen_bytes(self.n_qubits, self.n_layers) <= FROZEN_MAX_BYTES
+            self._frozen_circuit = FrozenCircuit(w) if fits else None
+            self._frozen_key = key
+        return self._frozen_circuit
 
     def extra_repr(self) -> str:
         return f"qubits={self.n_qubits}, layers={self.n_layers}, backend={self.backend}"
@@ -173,6 +191,59 @@ class QTHALinear(nn.Module, QTHALayer):
         y = self.qtha_mpo_b[adapter](b) if adapter in self.qtha_mpo_b else b
         return y * self.qtha_scaling[adapter]
 
+    def add_fused(self, adapter: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """``result + delta(x)`` without gradients, the linear maps folded together (inference, eval mode).
+
+        Everything but the circuit is linear, so with the weights fixed
+
+            c = x @ P,                        P   = dense(MPO_A) W_A^T                  (d_in, r)
+            delta = c @ M_c + q(c) @ M_q,     M_c = s CW^T W_B^T dense(MPO_B)           (r, d_out)
+                                              M_q = s QW^T W_B^T dense(MPO_B)           (r, d_out)
+
+        one matmul, the circuit and two multiply-adds into ``result`` per token, instead of seven small
+        maps (decoding runs one token at a time, where each map's call overhead costs more than its
+        arithmetic). P, M_c and M_q are rebuilt when a weight changes. Equal to ``result + delta`` up to
+        float32 rounding. ``x``: (..., d_in) float32; ``result``: the base output (..., d_out).
+        """
+        p_t, m_c, m_q = self._folded(adapter)
+        shape = result.shape
+        c = F.linear(x.reshape(-1, x.shape[-1]), p_t)  # (T, r) circuit input angles (x @ P, P stored as
+        # P^T: MKL multiplies a row by a tall, 4-wide matrix several times slower in that orientation)
+        acc = result.reshape(-1, shape[-1])
+        into = acc.dtype == torch.float32
+        out = torch.addmm(acc, c, m_c) if into else c @ m_c  # (T, d_out), classical path
+        if m_q is not None:
+            out.addmm_(self.qtha_qnn[adapter](c), m_q)  # quantum path
+        return out.view(shape) if into else result + out.to(acc.dtype).view(shape)
+
+    def _folded(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(P^T, M_c, M_q)`` of :meth:`add_fused` for the adapter's current weights (M_q: None for AB)."""
+        cache = self.__dict__.setdefault("_folded_cache", {})
+        entry = cache.get(adapter)
+        if entry is None:
+            params = [
+                p
+                for name in self.adapter_layer_names
+                if adapter in (mods := getattr(self, name))
+                for p in mods[adapter].parameters()
+            ]
+            entry = cache[adapter] = [params, None, None]
+        params, key, folded = entry
+        now = tuple((p.data_ptr(), p._version) for p in params)
+        if now != key:
+            with torch.no_grad():
+                p_t = self.qtha_w_a[adapter].weight  # (r, m or d_in)
+                if adapter in self.qtha_mpo_a:
+                    p_t = p_t @ self.qtha_mpo_a[adapter].to_dense().t()  # (r, d_in)
+                out = self.qtha_w_b[adapter].weight.t() * self.qtha_scaling[adapter]  # (r, m or d_out)
+                if adapter in self.qtha_mpo_b:
+                    out = out @ self.qtha_mpo_b[adapter].to_dense()  # (r, d_out)
+                m_c = self.qtha_cw[adapter].weight.t() @ out
+                m_q = self.qtha_qw[adapter].weight.t() @ out if adapter in self.qtha_qnn else None
+                folded = (p_t.contiguous(), m_c.contiguous(), None if m_q is None else m_q.contiguous())
+            entry[1:] = [now, folded]
+        return folded
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
         if self.disable_adapters:
@@ -181,10 +252,17 @@ class QTHALinear(nn.Module, QTHALayer):
         if not active:
             return result
         out_dtype = result.dtype
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            xf = x.to(torch.float32)
+        # float32 adapter maths even under autocast (entering the context costs as much as a small matmul,
+        # so only when autocast is on)
+        autocast = torch.is_autocast_enabled(x.device.type)
+        with torch.autocast(device_type=x.device.type, enabled=False) if autocast else nullcontext():
+            xf = x if x.dtype == torch.float32 else x.to(torch.float32)
             for adapter in active:
-                result = result + self.delta(adapter, xf).to(out_dtype)
+                dropout = self.qtha_dropout[adapter]
+                if not torch.is_grad_enabled() and not (dropout.training and isinstance(dropout, nn.Dropout)):
+                    result = self.add_fused(adapter, xf, result)
+                else:
+                    result = result + self.delta(adapter, xf).to(out_dtype)
         return result
 
     def __repr__(self) -> str:

@@ -54,7 +54,7 @@ from torch import Tensor
 
 from .circuit import _check_weights
 
-__all__ = ["expvals"]
+__all__ = ["FROZEN_MAX_BYTES", "FrozenCircuit", "expvals", "frozen_bytes"]
 
 # Largest qubit group turned into one dense matrix (2^g x 2^g). Measured here (2 cores, fwd+bwd, L=8):
 # groups of <= 4 beat <= 5 at r = 9, 10 (e.g. 4+3+3 is 1.2x faster than 5+5) and <= 3 at r = 8 (4+4 vs
@@ -536,3 +536,123 @@ class _Workspace:
             return self.shared[pos]
         torch.mm(factors[op.group][op.index], self.sim.kron_basis[op.group], out=self.matrix_out[op.group])
         return self.matrix_in[op.group]
+
+
+# Most memory one FrozenCircuit may spend on its dense layer unitaries (L x (2 * 2^n)^2 floats): 2 MB
+# admits n = 7 with L = 7 and n = 8 with L <= 2. Beyond it, and for tables that no longer fit in cache,
+# every call streams megabytes per token and the general simulator is as fast.
+FROZEN_MAX_BYTES = 2**21
+# Above this many floats of per-row data-rotation matrices (rows x 2^n x 2^n), FrozenCircuit hands the
+# rows to the general simulator, which is faster there (1 MB: 4 rows at n = 8, 64 at n = 6, 1,024 at n = 4).
+_FROZEN_ROW_MATRIX_FLOATS = 2**18
+
+
+class FrozenCircuit:
+    """The circuit with its weights fixed, for inference: ``(..., n)`` angles -> ``(..., n)`` <Z_i>.
+
+    Decoding calls the circuit once per token per adapted module with a single row, where the general
+    simulator's per-call set-up (phase tables, shared rotation matrices, workspaces) costs far more than
+    its arithmetic. With the weights fixed, each layer's trainable gates form one constant unitary
+
+        V_l = R(w[l,3]) D_rev(w[l,2]) R(w[l,1]) D_fwd(w[l,0])              (2^n x 2^n, built once)
+        psi = V_{L-1} R(c) ... V_1 R(c) V_0 v(c),    v(c) = R(c)|0...0> = kron_i [cos c_i/2, sin c_i/2]
+
+    and the data rotation R(c) is the same in every layer: ``R(c)[r, k] = sign(r, k) v(c)[r XOR k]``
+    (:func:`_kron_basis`), one gather per call. So a call is a dozen torch ops plus two per layer,
+    whatever n. The state is kept real as ``[Re psi, Im psi]`` ``(B, 2 * 2^n)`` and each V_l is stored in
+    the matching real block form ``[[A^T, B^T], [-B^T, A^T]]`` (V = A + iB, rows times V^T). No
+    gradients: training uses :func:`expvals`.
+    """
+
+    def __init__(self, weights: Tensor) -> None:
+        _check_weights(weights, "FrozenCircuit(weights)")
+        n_layers, _, n = weights.shape
+        if frozen_bytes(n, n_layers) > FROZEN_MAX_BYTES:
+            raise ValueError(
+                f"FrozenCircuit: {n} qubits x {n_layers} layers need {frozen_bytes(n, n_layers):,} bytes of "
+                f"dense unitaries; expected at most {FROZEN_MAX_BYTES:,} (use expvals)"
+            )
+        self.n, self.n_layers = n, n_layers
+        self.weights = weights.detach()
+        self.dtype = torch.float64 if weights.dtype == torch.float64 else torch.float32
+        dev, d = weights.device, 2**n
+        plan = _plan(n, dev)
+        w = self.weights.to(torch.float64)
+        phases = torch.polar(
+            torch.ones(n_layers, 2, d, dtype=torch.float64, device=dev),
+            torch.einsum("lkq,kxq->lkx", w[:, 0::2], plan.ring_basis),
+        )  # (L, 2, 2^n): diagonals of D_fwd, D_rev
+        blocks = []
+        for layer in range(n_layers):
+            first, second = _ry_dense(w[layer, 1]).to(phases.dtype), _ry_dense(w[layer, 3]).to(phases.dtype)
+            v = second @ (phases[layer, 1, :, None] * (first * phases[layer, 0, None, :]))
+            a, b = v.real.t(), v.imag.t()
+            blocks.append(torch.cat([torch.cat([a, b], 1), torch.cat([-b, a], 1)], 0))
+        self.blocks = [m.to(self.dtype).contiguous() for m in blocks]  # L x (2D, 2D)
+        self.first = self.blocks[0][:d].contiguous()  # (D, 2D): V_0 on the real product state
+        self.z_sign = plan.z_sign.to(self.dtype).repeat(2, 1)  # (2D, n): |psi|^2 = re^2 + im^2
+        # (cos c/2, sin c/2) of every qubit as one sin: sin(c @ half + shift), shift = pi/2 for the cosines
+        eye = torch.eye(n, dtype=torch.float64, device=dev)
+        self.half = (torch.cat([eye, eye], dim=1) * 0.5).to(self.dtype)  # (n, 2n)
+        self.shift = torch.cat([torch.full_like(eye[0], math.pi / 2), torch.zeros_like(eye[0])]).to(
+            self.dtype
+        )
+        idx = torch.arange(d, device=dev)
+        self.bits = ((idx[:, None] >> torch.arange(n - 1, -1, -1, device=dev)) & 1) * n + torch.arange(
+            n, device=dev
+        )  # (D, n): where v's factor for qubit j sits in a row's (cos..., sin...) table
+        # R(c)^T per row: v(c) @ K_t with K_t (D, D*D) the transposed Kronecker basis, while K_t stays within
+        # 128 KB (n <= 5); beyond, a gather v[r XOR k] times the sign pattern
+        if n <= 5:
+            self.kron_t = _kron_basis(n, dev).view(d, d, d).transpose(1, 2).reshape(d, d * d).to(self.dtype)
+        else:
+            negative = torch.zeros(d, d, dtype=torch.long, device=dev)
+            for j in range(n):
+                m = 1 << (n - 1 - j)
+                negative += ((idx[:, None] & m) == 0) & ((idx[None, :] & m) != 0)
+            self.xor = idx[:, None] ^ idx[None, :]  # (D, D), symmetric
+            self.sign_t = (1 - 2 * (negative % 2)).t().to(self.dtype).contiguous()  # sign(r, k) at [k, r]
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        if inputs.shape[-1] != self.n:
+            raise ValueError(
+                f"FrozenCircuit(inputs): expected shape (..., {self.n}); got {tuple(inputs.shape)}"
+            )
+        rows, d = math.prod(inputs.shape[:-1]), 2**self.n
+        if rows == 0:
+            return inputs.new_zeros(inputs.shape)
+        if self.n_layers > 1 and rows * d * d > _FROZEN_ROW_MATRIX_FLOATS:
+            # many rows (a long prompt) of a wide circuit: the per-row 2^n x 2^n rotations would not fit
+            # in cache; the general simulator applies them qubit group by qubit group
+            return expvals(inputs, self.weights)
+        c = inputs.reshape(rows, self.n)
+        c = c if c.dtype == self.dtype else c.to(self.dtype)  # (a no-op .to still costs a dispatch)
+        z = self._evolve(c)
+        return (z if z.dtype == inputs.dtype else z.to(inputs.dtype)).view(inputs.shape)
+
+    def _evolve(self, c: Tensor) -> Tensor:
+        """<Z_i> of rows ``c`` ``(B, n)``."""
+        rows, d = c.shape[0], 2**self.n
+        table = torch.addmm(self.shift, c, self.half).sin_()  # (B, 2n): cos c_i/2 of every qubit, then sin
+        v = table[:, self.bits].prod(dim=2)  # (B, D) product state R(c)|0...0>
+        state = v @ self.first  # (B, 2D)
+        if self.n_layers > 1:
+            # (B, D, D): R(c)^T, applied to Re and Im alike
+            rot = (v @ self.kron_t).view(rows, d, d) if self.n <= 5 else v[:, self.xor] * self.sign_t
+            for block in self.blocks[1:]:
+                state = torch.bmm(state.view(rows, 2, d), rot).view(rows, 2 * d) @ block
+        return (state * state) @ self.z_sign  # (B, n)
+
+
+def frozen_bytes(n_qubits: int, n_layers: int) -> int:
+    """Bytes of dense layer unitaries a float32 :class:`FrozenCircuit` of this size holds."""
+    return n_layers * (2 * 2**n_qubits) ** 2 * 4
+
+
+def _ry_dense(theta: Tensor) -> Tensor:
+    """``(n,)`` angles -> the ``(2^n, 2^n)`` matrix RY(theta_0) x ... x RY(theta_{n-1}) (wire 0 first)."""
+    out = torch.ones(1, 1, dtype=theta.dtype, device=theta.device)
+    for t in theta:
+        c, s = torch.cos(t / 2), torch.sin(t / 2)
+        out = torch.kron(out, torch.stack([torch.stack([c, -s]), torch.stack([s, c])]))
+    return out

@@ -1,10 +1,14 @@
 """``qtha-eval bench serve``: decoding speed with a QTHA adapter against the base model.
 
-Same prompts, same lengths, one run: every prompt decodes exactly ``--tokens`` tokens greedily
-(``min_new_tokens`` = ``max_new_tokens``), first through the base model, then with the adapter, whose
-circuit runs once per generated token per adapted module. Also: time to first token through the
-serving path (engine + safety + routing), and throughput of 8 concurrent streaming clients against a
-real uvicorn server on a loopback port (the server runs one generation at a time, as on CPU).
+Same prompts, same lengths: every prompt decodes exactly ``--tokens`` tokens greedily
+(``min_new_tokens`` = ``max_new_tokens``) through the base model and with the adapter, whose circuit runs
+once per generated token per adapted module. The two are interleaved prompt by prompt and repeated
+``--rounds`` times (the order flips every round). ``ratio`` is the median over those base/adapter pairs
+of base seconds / adapter seconds: on a shared or throttled CPU speed drifts by tens of percent within
+a minute, which a base-then-adapter pass would book as a difference between them, while the two runs of
+a pair are seconds apart. ``base_tok_s``/``qtha_tok_s`` are totals over all runs. Also: time to first token through the serving path (engine + safety
++ routing), and throughput of ``--clients`` concurrent clients against a real uvicorn server on a
+loopback port (the server runs one generation at a time, as on CPU).
 
 Without ``--artifact`` an untrained QTHA adapter (``--r``, ``--layers``) is frozen into a temporary
 folder: speed does not depend on the weights' values.
@@ -21,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 __all__ = ["register", "run"]
 
@@ -46,25 +52,38 @@ def _fresh_artifact(model: str, r: int, layers: int, folder: Path) -> Path:
     )
 
 
-def _decode_tok_s(engine: Any, name: str, tokens: int) -> float:
+def _decode_s(engine: Any, name: str, prompt: str, tokens: int) -> tuple[int, float]:
+    """Greedy decode of exactly ``tokens`` tokens: (tokens generated, seconds)."""
     import torch
 
-    total_tokens, total_s = 0, 0.0
-    for prompt in PROMPTS:
-        ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": prompt}], name)])
-        with engine._use(name) as model, torch.inference_mode():
-            t0 = time.perf_counter()
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=tokens,
-                min_new_tokens=tokens,
-                do_sample=False,
-                pad_token_id=engine.tokenizer.pad_token_id,
-            )
-            total_s += time.perf_counter() - t0
-        total_tokens += out.shape[1] - ids.shape[1]
-    return total_tokens / total_s
+    ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": prompt}], name)])
+    with engine._use(name) as model, torch.inference_mode():
+        t0 = time.perf_counter()
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )
+        seconds = time.perf_counter() - t0
+    return out.shape[1] - ids.shape[1], seconds
+
+
+def _decode_rounds(engine: Any, names: list[str], tokens: int, rounds: int) -> list[dict[str, float]]:
+    """Per round and prompt, the seconds each model in ``names`` takes; prompt by prompt, alternating the
+    order every round. Every call decodes exactly ``tokens`` tokens."""
+    out = []
+    for r in tqdm(range(rounds), desc="decode rounds", leave=False):
+        for prompt in PROMPTS:
+            timing = {}
+            for name in names if r % 2 == 0 else names[::-1]:
+                n, timing[name] = _decode_s(engine, name, prompt, tokens)
+                if n != tokens:
+                    raise RuntimeError(f"bench serve: {name} decoded {n} tokens, expected {tokens}")
+            out.append(timing)
+    return out
 
 
 def _ttft(service: Any, model: str) -> float:
@@ -132,16 +151,21 @@ def run(
     layers: int | None = None,
     tokens: int = 32,
     clients: int = 8,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     from serving.engine import BASE, Engine
     from serving.service import ChatService
 
+    if rounds < 1:
+        raise ValueError(f"bench serve: expected --rounds >= 1; got {rounds}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))
         engine = Engine(model, {"adapter": path})
-        _decode_tok_s(engine, BASE, 4)  # warm-up
-        base = _decode_tok_s(engine, BASE, tokens)
-        qtha = _decode_tok_s(engine, "adapter", tokens)
+        for name in (BASE, "adapter"):  # warm-up: first calls build caches and allocator pools
+            _decode_s(engine, name, PROMPTS[0], 4)
+        pairs = _decode_rounds(engine, [BASE, "adapter"], tokens, rounds)
+        # a pair's two runs are seconds apart, so its ratio is immune to the drift between pairs
+        ratios = [p[BASE] / p["adapter"] for p in pairs]
         service = ChatService(engine)
         ttft_base, ttft_qtha = _ttft(service, BASE), _ttft(service, "adapter")
         conc = _concurrent(service, "adapter", clients, tokens)
@@ -150,11 +174,15 @@ def run(
         "model": model,
         "tokens": tokens,
         "prompts": len(PROMPTS),
-        "qubits": circuit.get("qubits"),
-        "layers": circuit.get("layers"),
-        "base_tok_s": base,
-        "qtha_tok_s": qtha,
-        "ratio": qtha / base,
+        "rounds": rounds,
+        "qubits": circuit.get("n_qubits"),
+        "layers": circuit.get("n_layers"),
+        "base_tok_s": tokens * len(pairs) / sum(p[BASE] for p in pairs),
+        "qtha_tok_s": tokens * len(pairs) / sum(p["adapter"] for p in pairs),
+        "ratio": statistics.median(ratios),
+        "ratio_quartiles": [float(q) for q in statistics.quantiles(ratios, n=4)]
+        if len(ratios) > 1
+        else ratios,
         "ttft_base_s": ttft_base,
         "ttft_qtha_s": ttft_qtha,
         "concurrent": conc,
@@ -162,12 +190,15 @@ def run(
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    result = run(args.model, args.artifact, args.r, args.layers, args.tokens, args.clients)
+    result = run(args.model, args.artifact, args.r, args.layers, args.tokens, args.clients, args.rounds)
     if args.json:
         print(json.dumps(result))
     else:
         c = result["concurrent"]
-        print(f"decode, {result['model']}, {result['prompts']} prompts x {result['tokens']} tokens, greedy")
+        print(
+            f"decode, {result['model']}, {result['prompts']} prompts x {result['tokens']} tokens, greedy, "
+            f"{result['rounds']} rounds"
+        )
         print(
             f"  base  {result['base_tok_s']:.1f} tok/s   time to first token {result['ttft_base_s'] * 1000:.0f} ms"
         )
@@ -175,9 +206,13 @@ def _cmd(args: argparse.Namespace) -> int:
             f"  QTHA  {result['qtha_tok_s']:.1f} tok/s   time to first token {result['ttft_qtha_s'] * 1000:.0f} ms"
             f"   ({result['qubits']} qubits, {result['layers']} layers)"
         )
-        print(f"  ratio {result['ratio']:.2f}")
+        q = result["ratio_quartiles"]
         print(
-            f"  {c['clients']} concurrent streaming clients over HTTP: {c['tok_s']:.1f} tok/s "
+            f"  ratio {result['ratio']:.2f} (median over {result['rounds'] * result['prompts']} base/QTHA pairs; "
+            f"quartiles {q[0]:.2f}-{q[-1]:.2f})"
+        )
+        print(
+            f"  {c['clients']} concurrent clients over HTTP: {c['tok_s']:.1f} tok/s "
             f"({c['completion_tokens']} tokens in {c['seconds']:.1f} s)"
         )
     return 0
@@ -197,5 +232,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--tokens", type=int, default=32, help="tokens decoded per prompt (default 32)")
     p.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients (default 8)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of interleaved base/adapter runs of every prompt (default 3)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object as the last line")
     p.set_defaults(func=_cmd)

@@ -187,3 +187,35 @@ def test_freeze_never_overwrites_and_leaves_no_partial_artifact(tmp_path, tiny_m
 def test_unknown_target_module_lists_linear_layers():
     with pytest.raises(ValueError, match="q_proj"):
         get_peft_model(make_tiny_model(), QTHAConfig(r=2, target_modules=["nope_proj"]))
+
+
+@pytest.mark.parametrize("make_config", VARIANTS[:3])
+def test_inference_path_equals_training_path_and_follows_weight_changes(make_config):
+    """Without gradients the layer folds its linear maps (and the circuit's fixed unitaries) together:
+    the same logits as the differentiable path, rebuilt after every in-place weight change."""
+    model = get_peft_model(make_tiny_model(), make_config())
+    _perturb(model)
+    with torch.no_grad():
+        folded = model(_ids()).logits
+    with torch.enable_grad():
+        unfolded = model(_ids()).logits.detach()
+    torch.testing.assert_close(folded, unfolded, rtol=0, atol=1e-5)
+    _perturb(model)  # an in-place update, as an optimiser step makes
+    with torch.no_grad():
+        after = model(_ids()).logits
+    with torch.enable_grad():
+        expected = model(_ids()).logits.detach()
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-5)
+    assert (after - folded).abs().max() > 1e-4
+
+
+def test_dropout_in_training_mode_keeps_the_unfolded_path():
+    model = get_peft_model(make_tiny_model(), QTHAConfig(r=4, n_layers=2, dropout=0.5, init_seed=1))
+    _perturb(model)
+    model.train()
+    with torch.no_grad():
+        a, b = model(_ids()).logits, model(_ids()).logits
+    assert (a - b).abs().max() > 1e-6, "dropout was skipped"
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(_ids()).logits, model(_ids()).logits, rtol=0, atol=0)

@@ -206,3 +206,72 @@ def test_execute_pennylane_backend_on_lightning():
     x, w = _random((2, 3), torch.float32, seed=13), _random((2, 4, 3), torch.float32, seed=14)
     z = execute(x, w, backend="pennylane", device="lightning.qubit")
     assert torch.allclose(z, expvals(x, w), atol=1e-5)
+
+
+# ---- FrozenCircuit: the inference form (fixed weights, dense layer unitaries) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "n_layers", "rows"),
+    [(2, 1, 3), (3, 2, 5), (4, 4, 1), (4, 3, 7), (5, 3, 2), (6, 2, 3), (7, 2, 1), (8, 2, 4)],
+)
+def test_frozen_circuit_matches_dense_reference(n, n_layers, rows):
+    """Every formulation the inference path uses (Kronecker-basis rotations up to 5 qubits, the XOR gather
+    above) against the gate-by-gate reference, float64 and float32."""
+    x, w = _random((rows, n), torch.float64, 40 + n), _random((n_layers, 4, n), torch.float64, 50 + n)
+    frozen = simulator.FrozenCircuit(w)
+    assert rows * 4**n <= simulator._FROZEN_ROW_MATRIX_FLOATS, "this case must exercise the dense path"
+    with torch.no_grad():
+        dense = _dense_expvals(x, w) if n <= 6 else expvals(x, w)
+        assert (frozen(x) - dense).abs().max() < 1e-10
+        z32 = simulator.FrozenCircuit(w.float())(x.float())
+    assert z32.dtype == torch.float32
+    assert (z32.double() - dense).abs().max() < 1e-5
+
+
+def test_frozen_circuit_keeps_batch_shape_and_hands_long_inputs_to_the_general_simulator(monkeypatch):
+    w = _random((3, 4, 6), torch.float64, 1)
+    frozen = simulator.FrozenCircuit(w)
+    x = _random((2, 5, 6), torch.float64, 2)
+    with torch.no_grad():
+        reference = expvals(x, w)
+        assert frozen(x).shape == (2, 5, 6)
+        assert (frozen(x) - reference).abs().max() < 1e-10
+        assert frozen(x[:0]).shape == (0, 5, 6)
+        # 10 rows x 64 x 64 floats exceed a 4,096-float budget: the general simulator answers instead
+        monkeypatch.setattr(simulator, "_FROZEN_ROW_MATRIX_FLOATS", 4096)
+        calls = []
+        monkeypatch.setattr(simulator, "expvals", lambda *a: calls.append(a) or reference)
+        assert frozen(x) is reference and len(calls) == 1
+
+
+def test_frozen_circuit_refuses_oversized_circuits_and_wrong_inputs():
+    with pytest.raises(ValueError, match=r"8 qubits x 8 layers need 8,388,608 bytes"):
+        simulator.FrozenCircuit(torch.zeros(8, 4, 8))
+    frozen = simulator.FrozenCircuit(torch.zeros(2, 4, 3))
+    with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 3\); got \(2, 4\)"):
+        frozen(torch.zeros(2, 4))
+
+
+def test_circuit_layer_uses_the_frozen_form_without_gradients_and_follows_weight_changes():
+    from quantum_adapters.layer import QuantumCircuitLayer
+
+    layer = QuantumCircuitLayer(4, 3)
+    x = _random((6, 4), torch.float32, 3)
+    with torch.no_grad():
+        first = layer(x)
+        assert isinstance(layer._frozen_circuit, simulator.FrozenCircuit)
+        torch.testing.assert_close(first, expvals(x, layer.weights), rtol=0, atol=1e-5)
+        layer.weights.add_(0.3)  # an in-place change (an optimiser step) invalidates the cached unitaries
+        second = layer(x)
+    torch.testing.assert_close(second, expvals(x, layer.weights.detach()), rtol=0, atol=1e-5)
+    assert (second - first).abs().max() > 1e-3
+    # with gradients, the differentiable simulator runs: the inputs get a gradient
+    xg = x.clone().requires_grad_()
+    layer(xg).sum().backward()
+    assert xg.grad is not None and layer.weights.grad is not None
+    # circuits too large for dense unitaries run the general simulator, with no cache
+    wide = QuantumCircuitLayer(8, 8)
+    with torch.no_grad():
+        out = wide(_random((2, 8), torch.float32, 4))
+    assert wide._frozen_circuit is None and out.shape == (2, 8)
