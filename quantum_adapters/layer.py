@@ -29,7 +29,7 @@ from torch import nn
 from .circuit import execute, weight_shape
 from .config import QTHAConfig, default_bottleneck
 from .mpo import MPOLinear
-from .simulator import FROZEN_MAX_BYTES, FrozenCircuit, frozen_bytes
+from .simulator import FrozenCircuit
 
 __all__ = ["NotMergeableError", "QTHALayer", "QTHALinear", "QuantumCircuitLayer"]
 
@@ -70,19 +70,15 @@ class QuantumCircuitLayer(nn.Module):
 
     def forward(self, angles: torch.Tensor) -> torch.Tensor:
         if self.backend == "fast" and not self.execution and not torch.is_grad_enabled():
-            frozen = self._frozen()
-            if frozen is not None:
-                return frozen(angles)
+            return self._frozen()(angles)
         return execute(angles, self.weights, backend=self.backend, device=self.device_name, **self.execution)
 
-    def _frozen(self) -> FrozenCircuit | None:
-        """The inference form of the circuit for the current weights (rebuilt when they change), or None
-        where its dense unitaries would be too large (the general simulator runs instead)."""
+    def _frozen(self) -> FrozenCircuit:
+        """The inference form of the circuit for the current weights (rebuilt when they change)."""
         w = self.weights
         key = (w.data_ptr(), w._version, w.dtype, w.device)
         if getattr(self, "_frozen_key", None) != key:
-            fits = frozen_bytes(self.n_qubits, self.n_layers) <= FROZEN_MAX_BYTES
-            self._frozen_circuit = FrozenCircuit(w) if fits else None
+            self._frozen_circuit = FrozenCircuit(w)
             self._frozen_key = key
         return self._frozen_circuit
 

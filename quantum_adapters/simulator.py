@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -289,10 +290,17 @@ def _simulate(
     phi: Tensor,
     factors: list[Tensor],
     keep_final: bool,
+    sim: _Simulation | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Forward simulation: z ``(B, n)``, and the final states ``(B, 2^n)`` complex if ``keep_final``."""
+    """Forward simulation: z ``(B, n)``, and the final states ``(B, 2^n)`` complex if ``keep_final``.
+
+    ``sim``: a forward simulation built earlier for the same weights (``theta_shared``, ``phi``), rebound
+    to these rows, so that its constants and workspaces are reused (:class:`FrozenCircuit`)."""
     b = factors[0].shape[0]
-    sim = _Simulation(plan, b, theta_rows, theta_shared, phi, adjoint=False)
+    if sim is None:
+        sim = _Simulation(plan, b, theta_rows, theta_shared, phi, adjoint=False)
+    else:
+        sim.rebind(theta_rows, b)
     final = torch.empty(b, 2**plan.n, dtype=sim.cdtype, device=phi.device) if keep_final else None
     z = phi.new_empty(b, plan.n)
     for rows in sim.chunks():
@@ -385,6 +393,14 @@ class _Simulation:
             self.grad_rows = torch.zeros_like(theta_rows)
             self.shared_pairs = [phi.new_zeros(self.n_layers + 1, d * d) for d in self.dims]  # sum_b G per op
             self.inner = torch.zeros(2 * self.n_layers, n_states, dtype=self.cdtype, device=self.device)
+
+    def rebind(self, theta_rows: Tensor, b: int) -> None:
+        """Reuse this forward simulation (same weights) for ``b`` other rows with angles ``theta_rows``."""
+        assert not self.adjoint, "only forward simulations are reused"
+        self.theta_rows, self.b = theta_rows, b
+        self.chunk = max(1, min(_CHUNK_AMPLITUDES // 2**self.plan.n, b))
+        if self.chunk not in self.workspaces and len(self.workspaces) >= 4:
+            self.workspaces.clear()  # prompts of many lengths: keep the workspace cache small
 
     def chunks(self) -> list[slice]:
         return [slice(i, min(i + self.chunk, self.b)) for i in range(0, self.b, self.chunk)]
@@ -539,8 +555,8 @@ class _Workspace:
 
 
 # Most memory one FrozenCircuit may spend on its dense layer unitaries (L x (2 * 2^n)^2 floats): 2 MB
-# admits n = 7 with L = 7 and n = 8 with L <= 2. Beyond it, and for tables that no longer fit in cache,
-# every call streams megabytes per token and the general simulator is as fast.
+# admits n = 7 with L = 7 and n = 8 with L <= 2. Beyond it every call would stream megabytes per token
+# (60 adapted modules: hundreds of MB), and the general simulator's structured ops are faster.
 FROZEN_MAX_BYTES = 2**21
 # Above this many floats of per-row data-rotation matrices (rows x 2^n x 2^n), FrozenCircuit hands the
 # rows to the general simulator, which is faster there (1 MB: 4 rows at n = 8, 64 at n = 6, 1,024 at n = 4).
@@ -560,24 +576,35 @@ class FrozenCircuit:
     and the data rotation R(c) is the same in every layer: ``R(c)[r, k] = sign(r, k) v(c)[r XOR k]``
     (:func:`_kron_basis`), one gather per call. So a call is a dozen torch ops plus two per layer,
     whatever n. The state is kept real as ``[Re psi, Im psi]`` ``(B, 2 * 2^n)`` and each V_l is stored in
-    the matching real block form ``[[A^T, B^T], [-B^T, A^T]]`` (V = A + iB, rows times V^T). No
-    gradients: training uses :func:`expvals`.
+    the matching real block form ``[[A^T, B^T], [-B^T, A^T]]`` (V = A + iB, rows times V^T).
+
+    Where the dense unitaries would pass :data:`FROZEN_MAX_BYTES` (wide, deep circuits), and for inputs
+    with so many rows that their per-row rotations would not fit in cache, the general simulator runs
+    instead, with its weight-only set-up (phase tables, shared rotations, workspaces) built once and
+    reused. No gradients: training uses :func:`expvals`.
     """
 
     def __init__(self, weights: Tensor) -> None:
         _check_weights(weights, "FrozenCircuit(weights)")
         n_layers, _, n = weights.shape
-        if frozen_bytes(n, n_layers) > FROZEN_MAX_BYTES:
-            raise ValueError(
-                f"FrozenCircuit: {n} qubits x {n_layers} layers need {frozen_bytes(n, n_layers):,} bytes of "
-                f"dense unitaries; expected at most {FROZEN_MAX_BYTES:,} (use expvals)"
-            )
         self.n, self.n_layers = n, n_layers
-        self.weights = weights.detach()
         self.dtype = torch.float64 if weights.dtype == torch.float64 else torch.float32
-        dev, d = weights.device, 2**n
-        plan = _plan(n, dev)
-        w = self.weights.to(torch.float64)
+        plan = self.plan = _plan(n, weights.device)
+        # the general simulator's weight-only inputs (expvals), for long inputs and wide circuits
+        wd = weights.detach().to(self.dtype)
+        self.w_rows = wd[:-1, 3].unsqueeze(1)  # (L-1, 1, n): added to the input angles
+        self.theta_shared = torch.cat([wd[:, 1], wd[-1:, 3]])  # (L+1, n)
+        self.phi = torch.einsum("lkq,kxq->lkx", wd[:, 0::2], plan.ring_basis.to(self.dtype))  # (L, 2, 2^n)
+        self._simulation: _Simulation | None = None
+        self._lock = threading.Lock()  # the reused simulation's workspaces serve one call at a time
+        self.dense = frozen_bytes(n, n_layers) <= FROZEN_MAX_BYTES
+        if self.dense:
+            self._build_dense(weights.detach().to(torch.float64))
+
+    def _build_dense(self, w: Tensor) -> None:
+        n_layers, _, n = w.shape
+        dev, d = w.device, 2**n
+        plan = self.plan
         phases = torch.polar(
             torch.ones(n_layers, 2, d, dtype=torch.float64, device=dev),
             torch.einsum("lkq,kxq->lkx", w[:, 0::2], plan.ring_basis),
@@ -621,14 +648,33 @@ class FrozenCircuit:
         rows, d = math.prod(inputs.shape[:-1]), 2**self.n
         if rows == 0:
             return inputs.new_zeros(inputs.shape)
-        if self.n_layers > 1 and rows * d * d > _FROZEN_ROW_MATRIX_FLOATS:
-            # many rows (a long prompt) of a wide circuit: the per-row 2^n x 2^n rotations would not fit
-            # in cache; the general simulator applies them qubit group by qubit group
-            return expvals(inputs, self.weights)
         c = inputs.reshape(rows, self.n)
         c = c if c.dtype == self.dtype else c.to(self.dtype)  # (a no-op .to still costs a dispatch)
-        z = self._evolve(c)
+        if self.dense and (self.n_layers == 1 or rows * d * d <= _FROZEN_ROW_MATRIX_FLOATS):
+            z = self._evolve(c)
+        else:
+            # a wide circuit, or many rows (a long prompt) whose per-row 2^n x 2^n rotations would not fit
+            # in cache: the general simulator, which applies them qubit group by qubit group
+            z = self._simulate(c)
         return (z if z.dtype == inputs.dtype else z.to(inputs.dtype)).view(inputs.shape)
+
+    def _simulate(self, c: Tensor) -> Tensor:
+        """<Z_i> of rows ``c`` ``(B, n)`` by the general simulator, its set-up built once and reused."""
+        plan = self.plan
+        factors = [
+            _cos_sin_products(c[:, a : a + s]).t().contiguous()
+            for a, s in zip(plan.starts, plan.sizes, strict=True)
+        ]
+        theta_rows = c.unsqueeze(0) + self.w_rows  # (L-1, B, n)
+        with self._lock:
+            if self._simulation is None:
+                self._simulation = _Simulation(
+                    plan, c.shape[0], theta_rows, self.theta_shared, self.phi, adjoint=False
+                )
+            z, _ = _simulate(
+                plan, theta_rows, self.theta_shared, self.phi, factors, False, sim=self._simulation
+            )
+        return z
 
     def _evolve(self, c: Tensor) -> Tensor:
         """<Z_i> of rows ``c`` ``(B, n)``."""

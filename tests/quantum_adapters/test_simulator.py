@@ -238,16 +238,28 @@ def test_frozen_circuit_keeps_batch_shape_and_hands_long_inputs_to_the_general_s
         assert frozen(x).shape == (2, 5, 6)
         assert (frozen(x) - reference).abs().max() < 1e-10
         assert frozen(x[:0]).shape == (0, 5, 6)
+        assert frozen._simulation is None, "10 rows at n = 6 fit the dense path"
         # 10 rows x 64 x 64 floats exceed a 4,096-float budget: the general simulator answers instead
         monkeypatch.setattr(simulator, "_FROZEN_ROW_MATRIX_FLOATS", 4096)
-        calls = []
-        monkeypatch.setattr(simulator, "expvals", lambda *a: calls.append(a) or reference)
-        assert frozen(x) is reference and len(calls) == 1
+        assert (frozen(x) - reference).abs().max() < 1e-10
+        assert frozen._simulation is not None
 
 
-def test_frozen_circuit_refuses_oversized_circuits_and_wrong_inputs():
-    with pytest.raises(ValueError, match=r"8 qubits x 8 layers need 8,388,608 bytes"):
-        simulator.FrozenCircuit(torch.zeros(8, 4, 8))
+def test_frozen_circuit_too_wide_for_dense_unitaries_reuses_one_general_simulation():
+    """8 qubits x 8 layers (8 MB of dense unitaries): the general simulator's set-up is built once and
+    rebound to every call, whatever its row count, and agrees with a fresh simulation each time."""
+    w = _random((8, 4, 8), torch.float32, 5)
+    frozen = simulator.FrozenCircuit(w)
+    assert not frozen.dense and simulator.frozen_bytes(8, 8) == 8 * 2**20
+    with torch.no_grad():
+        for rows in (1, 7, 1, 600, 3, 2, 5, 9):
+            x = _random((rows, 8), torch.float32, rows)
+            torch.testing.assert_close(frozen(x), expvals(x, w), rtol=0, atol=1e-5)
+    simulation = frozen._simulation
+    assert simulation is not None and len(simulation.workspaces) <= 4
+
+
+def test_frozen_circuit_refuses_wrong_inputs():
     frozen = simulator.FrozenCircuit(torch.zeros(2, 4, 3))
     with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 3\); got \(2, 4\)"):
         frozen(torch.zeros(2, 4))
@@ -270,8 +282,8 @@ def test_circuit_layer_uses_the_frozen_form_without_gradients_and_follows_weight
     xg = x.clone().requires_grad_()
     layer(xg).sum().backward()
     assert xg.grad is not None and layer.weights.grad is not None
-    # circuits too large for dense unitaries run the general simulator, with no cache
+    # circuits too large for dense unitaries run the general simulator, set up once
     wide = QuantumCircuitLayer(8, 8)
     with torch.no_grad():
         out = wide(_random((2, 8), torch.float32, 4))
-    assert wide._frozen_circuit is None and out.shape == (2, 8)
+    assert not wide._frozen_circuit.dense and out.shape == (2, 8)
