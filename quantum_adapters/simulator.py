@@ -115,6 +115,11 @@ class _Plan:
     """Constants of an n-qubit simulation (built once per n and device, float64; cast at use)."""
 
     def __init__(self, n: int, device: torch.device) -> None:
+        # cached for the process: never as inference tensors, which autograd could not use later
+        with torch.inference_mode(False):
+            self._build(n, device)
+
+    def _build(self, n: int, device: torch.device) -> None:
         self.n = n
         self.sizes = _group_sizes(n)  # qubits per group, in wire order
         self.starts = [sum(self.sizes[:g]) for g in range(len(self.sizes))]  # first wire of each group
@@ -666,7 +671,9 @@ class FrozenCircuit:
             for a, s in zip(plan.starts, plan.sizes, strict=True)
         ]
         theta_rows = c.unsqueeze(0) + self.w_rows  # (L-1, B, n)
-        with self._lock:
+        # the reused workspaces are written in place by every call: plain tensors (not inference tensors,
+        # which could not be written outside inference mode), whichever mode this call runs in
+        with self._lock, torch.inference_mode(False), torch.no_grad():
             if self._simulation is None:
                 self._simulation = _Simulation(
                     plan, c.shape[0], theta_rows, self.theta_shared, self.phi, adjoint=False

@@ -287,3 +287,19 @@ def test_circuit_layer_uses_the_frozen_form_without_gradients_and_follows_weight
     with torch.no_grad():
         out = wide(_random((2, 8), torch.float32, 4))
     assert not wide._frozen_circuit.dense and out.shape == (2, 8)
+
+
+def test_inference_mode_first_use_leaves_autograd_and_later_modes_working():
+    """Serving builds the cached plan and simulations under ``torch.inference_mode``; training and
+    ``no_grad`` evaluation in the same process must still work with them afterwards."""
+    n = 9  # a size no other test builds a plan for
+    w = _random((2, 4, n), torch.float64, 8)
+    x = _random((3, n), torch.float64, 9)
+    with torch.inference_mode():  # as the layer does, lazily, in the first served request
+        frozen = simulator.FrozenCircuit(w.float())  # builds the plan, as its first user
+        first = frozen(x.float())  # and the reused simulation
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x[:2].float()), first[:2], rtol=0, atol=1e-6)  # new workspace
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    expvals(xg, wg).sum().backward()  # the plan's tables take part in autograd
+    assert xg.grad is not None and wg.grad is not None
