@@ -6,9 +6,12 @@ once per generated token per adapted module. The two are interleaved prompt by p
 ``--rounds`` times (the order flips every round). ``ratio`` is the median over those base/adapter pairs
 of base seconds / adapter seconds: on a shared or throttled CPU speed drifts by tens of percent within
 a minute, which a base-then-adapter pass would book as a difference between them, while the two runs of
-a pair are seconds apart. ``base_tok_s``/``qtha_tok_s`` are totals over all runs. Also: time to first token through the serving path (engine + safety
-+ routing), and throughput of ``--clients`` concurrent clients against a real uvicorn server on a
-loopback port (the server runs one generation at a time, as on CPU).
+a pair are seconds apart. ``base_tok_s``/``qtha_tok_s`` are totals over all runs.
+
+Also: time to first streamed text through the serving path (engine + safety + routing; the safety layer
+releases whole sentences, so this is the first sentence or the 8-token limit, whichever comes first), and
+throughput of ``--clients`` concurrent clients against a real uvicorn server on a loopback port (the
+server runs one generation at a time, as on CPU).
 
 Without ``--artifact`` an untrained QTHA adapter (``--r``, ``--layers``) is frozen into a temporary
 folder: speed does not depend on the weights' values.
@@ -200,10 +203,10 @@ def _cmd(args: argparse.Namespace) -> int:
             f"{result['rounds']} rounds"
         )
         print(
-            f"  base  {result['base_tok_s']:.1f} tok/s   time to first token {result['ttft_base_s'] * 1000:.0f} ms"
+            f"  base  {result['base_tok_s']:.1f} tok/s   first streamed text {result['ttft_base_s'] * 1000:.0f} ms"
         )
         print(
-            f"  QTHA  {result['qtha_tok_s']:.1f} tok/s   time to first token {result['ttft_qtha_s'] * 1000:.0f} ms"
+            f"  QTHA  {result['qtha_tok_s']:.1f} tok/s   first streamed text {result['ttft_qtha_s'] * 1000:.0f} ms"
             f"   ({result['qubits']} qubits, {result['layers']} layers)"
         )
         q = result["ratio_quartiles"]

@@ -127,9 +127,13 @@ def test_adapter_math_runs_in_float32_for_bf16_base():
     model = get_peft_model(base, QTHAConfig(r=2, n_layers=1))
     dtypes = {p.dtype for n, p in model.named_parameters() if "qtha_" in n}
     assert dtypes == {torch.float32}
+    _perturb(model)
     with torch.no_grad():
-        out = model(_ids()).logits
+        out = model(_ids()).logits  # the folded inference path, adding a float32 delta to a bf16 output
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    with torch.enable_grad():
+        unfolded = model(_ids()).logits.detach()
+    torch.testing.assert_close(out.float(), unfolded.float(), rtol=0, atol=0.05)
 
 
 @pytest.mark.parametrize("make_config", VARIANTS)
