@@ -36,6 +36,7 @@ demo: setup
 
 bench: setup
 	$(VENV)/bin/qtha-eval bench simulator --qubits 8 --layers 8 --rows 4096
+	$(VENV)/bin/qtha-eval bench serve
 	$(VENV)/bin/qtha-adapters params --config configs/hf/qwen2.5-7b.json --r 8 --targets q_proj,v_proj
 
 clean:

@@ -564,8 +564,11 @@ class _Workspace:
 # (60 adapted modules: hundreds of MB), and the general simulator's structured ops are faster.
 FROZEN_MAX_BYTES = 2**21
 # Above this many floats of per-row data-rotation matrices (rows x 2^n x 2^n), FrozenCircuit hands the
-# rows to the general simulator, which is faster there (1 MB: 4 rows at n = 8, 64 at n = 6, 1,024 at n = 4).
-_FROZEN_ROW_MATRIX_FLOATS = 2**18
+# rows to the general simulator. Up to 5 qubits the rotations come from one matmul and the dense form
+# stays 2-3x faster at any batch (measured: n = 5, L = 5, 4,096 rows 5.1 ms vs 14.4 ms), so only memory
+# bounds it (64 MB); from 6 qubits the XOR gather loses from a few dozen rows on (n = 6, L = 6: 1,024 rows
+# 30 ms vs 3.7 ms), so 1 MB (64 rows at n = 6, 4 at n = 8).
+_FROZEN_ROW_MATRIX_FLOATS = {"kron": 2**24, "gather": 2**18}
 
 
 class FrozenCircuit:
@@ -655,7 +658,8 @@ class FrozenCircuit:
             return inputs.new_zeros(inputs.shape)
         c = inputs.reshape(rows, self.n)
         c = c if c.dtype == self.dtype else c.to(self.dtype)  # (a no-op .to still costs a dispatch)
-        if self.dense and (self.n_layers == 1 or rows * d * d <= _FROZEN_ROW_MATRIX_FLOATS):
+        budget = _FROZEN_ROW_MATRIX_FLOATS["kron" if self.n <= 5 else "gather"]
+        if self.dense and (self.n_layers == 1 or rows * d * d <= budget):
             z = self._evolve(c)
         else:
             # a wide circuit, or many rows (a long prompt) whose per-row 2^n x 2^n rotations would not fit

@@ -220,7 +220,9 @@ def test_frozen_circuit_matches_dense_reference(n, n_layers, rows):
     above) against the gate-by-gate reference, float64 and float32."""
     x, w = _random((rows, n), torch.float64, 40 + n), _random((n_layers, 4, n), torch.float64, 50 + n)
     frozen = simulator.FrozenCircuit(w)
-    assert rows * 4**n <= simulator._FROZEN_ROW_MATRIX_FLOATS, "this case must exercise the dense path"
+    assert rows * 4**n <= simulator._FROZEN_ROW_MATRIX_FLOATS["gather"], (
+        "this case must exercise the dense path"
+    )
     with torch.no_grad():
         dense = _dense_expvals(x, w) if n <= 6 else expvals(x, w)
         assert (frozen(x) - dense).abs().max() < 1e-10
@@ -240,9 +242,14 @@ def test_frozen_circuit_keeps_batch_shape_and_hands_long_inputs_to_the_general_s
         assert frozen(x[:0]).shape == (0, 5, 6)
         assert frozen._simulation is None, "10 rows at n = 6 fit the dense path"
         # 10 rows x 64 x 64 floats exceed a 4,096-float budget: the general simulator answers instead
-        monkeypatch.setattr(simulator, "_FROZEN_ROW_MATRIX_FLOATS", 4096)
+        monkeypatch.setitem(simulator._FROZEN_ROW_MATRIX_FLOATS, "gather", 4096)
         assert (frozen(x) - reference).abs().max() < 1e-10
         assert frozen._simulation is not None
+        # up to 5 qubits the dense form takes long inputs too (its rotations are one matmul)
+        small = simulator.FrozenCircuit(w[..., :4])
+        long = _random((3000, 4), torch.float64, 6)
+        assert (small(long) - expvals(long, w[..., :4])).abs().max() < 1e-10
+        assert small._simulation is None
 
 
 def test_frozen_circuit_too_wide_for_dense_unitaries_reuses_one_general_simulation():
