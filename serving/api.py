@@ -123,6 +123,8 @@ def _kwargs(body: ChatCompletionRequest) -> dict[str, Any]:
         "top_p": body.top_p,
         "stop": body.stop,
         "seed": body.seed,
+        "frequency_penalty": body.frequency_penalty,
+        "presence_penalty": body.presence_penalty,
     }
 
 

@@ -76,6 +76,27 @@ class _CancelCriteria:
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
+class _Penalties:
+    """A transformers LogitsProcessor with OpenAI's frequency and presence penalties.
+
+    For every token t already generated (the reply so far, not the prompt, as vLLM does):
+    ``logit[t] -= frequency * count(t) + presence * (count(t) > 0)``. Positive values discourage
+    repetition, negative ones encourage it; both 0 leaves decoding unchanged.
+    """
+
+    def __init__(self, prompt_len: int, frequency: float, presence: float) -> None:
+        self.prompt_len, self.frequency, self.presence = prompt_len, float(frequency), float(presence)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_len :]  # (B, T_new)
+        if generated.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(
+            1, generated, torch.ones(generated.shape, dtype=scores.dtype, device=scores.device)
+        )  # (B, V)
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
 class Engine:
     """Base model + frozen adapters; thread-safe (one generation at a time per underlying model)."""
 
@@ -194,8 +215,18 @@ class Engine:
         return list(out)
 
     # ---- generation -----------------------------------------------------------------------------
-    def _gen_kwargs(self, max_tokens, temperature, top_p, stop, cancel) -> dict[str, Any]:
-        from transformers import StoppingCriteriaList
+    def _gen_kwargs(
+        self,
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        cancel,
+        prompt_len: int = 0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+    ) -> dict[str, Any]:
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         kw: dict[str, Any] = {
             "max_new_tokens": int(max_tokens),
@@ -208,6 +239,10 @@ class Engine:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop:
             kw.update(stop_strings=[stop] if isinstance(stop, str) else list(stop), tokenizer=self.tokenizer)
+        if frequency_penalty or presence_penalty:
+            kw["logits_processor"] = LogitsProcessorList(
+                [_Penalties(prompt_len, frequency_penalty, presence_penalty)]
+            )
         return kw
 
     @staticmethod
@@ -227,6 +262,8 @@ class Engine:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         cancel: threading.Event | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
     ) -> Generation:
         """One chat completion (non-streaming)."""
         parts = list(
@@ -239,6 +276,8 @@ class Engine:
                 stop=stop,
                 seed=seed,
                 cancel=cancel,
+                frequency_penalty=frequency_penalty,
+                presence_penalty=presence_penalty,
             )
         )
         final = parts[-1] if parts and isinstance(parts[-1], Generation) else None
@@ -256,8 +295,12 @@ class Engine:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         cancel: threading.Event | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
     ) -> Iterator[str | Generation]:
-        """Yield text deltas as they are decoded, then one final :class:`Generation`."""
+        """Yield text deltas as they are decoded, then one final :class:`Generation`.
+
+        ``frequency_penalty``/``presence_penalty``: OpenAI's repetition penalties (:class:`_Penalties`)."""
         from transformers import TextIteratorStreamer
 
         if adapter != BASE:
@@ -267,7 +310,9 @@ class Engine:
         streamer = TextIteratorStreamer(
             self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
         )
-        kwargs = self._gen_kwargs(max_tokens, temperature, top_p, stop, cancel)
+        kwargs = self._gen_kwargs(
+            max_tokens, temperature, top_p, stop, cancel, len(ids), frequency_penalty, presence_penalty
+        )
         result: dict[str, Any] = {}
         t0 = time.time()
 

@@ -125,6 +125,10 @@ class ChatCompletionRequest(BaseModel):
     temperature: Annotated[float, Field(strict=True, ge=0.0, le=2.0)] = 0.7
     """0 means greedy decoding."""
     top_p: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = 1.0
+    frequency_penalty: Annotated[float, Field(strict=True, ge=-2.0, le=2.0)] = 0.0
+    """OpenAI's: subtracted from a token's logit once per time it already occurs in the reply."""
+    presence_penalty: Annotated[float, Field(strict=True, ge=-2.0, le=2.0)] = 0.0
+    """OpenAI's: subtracted from a token's logit once it occurs in the reply at all."""
     stop: (
         Annotated[
             list[Annotated[str, Field(strict=True, min_length=1, max_length=_MAX_STOP_CHARS)]],
@@ -152,7 +156,16 @@ class ChatCompletionRequest(BaseModel):
         if data.get("max_tokens") is None and alias is not None:
             data["max_tokens"] = alias
         # OpenAI clients send explicit nulls for "use the default".
-        for key in ("model", "max_tokens", "temperature", "top_p", "stream", "n"):
+        for key in (
+            "model",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "frequency_penalty",
+            "presence_penalty",
+            "stream",
+            "n",
+        ):
             if key in data and data[key] is None:
                 del data[key]
         return data

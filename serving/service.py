@@ -137,6 +137,8 @@ class ChatService:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         cancel: threading.Event | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
         consent: bool = False,
         conversation_id: str | None = None,
     ) -> Iterator[str | ChatResult]:
@@ -178,6 +180,8 @@ class ChatService:
                 stop=stop,
                 seed=seed,
                 cancel=cancel,
+                frequency_penalty=frequency_penalty,
+                presence_penalty=presence_penalty,
             ):
                 if isinstance(part, str):
                     safe = check.feed(part)

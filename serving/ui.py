@@ -37,6 +37,11 @@ def model_for_domain(service: ChatService, domain: str) -> str:
     return BASE
 
 
+# The page decodes greedily (the same message gets the same reply) with OpenAI's frequency penalty:
+# small models decoding greedily fall into repeating a sentence until max_tokens, which the penalty stops.
+UI_DECODING = {"max_tokens": 256, "temperature": 0.0, "frequency_penalty": 0.5}
+
+
 def build_ui(get_service: Callable[[], ChatService], locale: str = "US") -> gr.Blocks:
     """The page; ``get_service`` returns the running service (it is created in the app's lifespan)."""
 
@@ -55,7 +60,7 @@ def build_ui(get_service: Callable[[], ChatService], locale: str = "US") -> gr.B
         yield history, "", "…", gr.update(visible=False)
         model = model_for_domain(service, domain)
         text = ""
-        for part in service.stream(conversation, model, max_tokens=256, temperature=0.0):
+        for part in service.stream(conversation, model, **UI_DECODING):
             if isinstance(part, ChatResult):
                 routed = " (chosen automatically)" if part.routed else ""
                 answered = f"Answered by **{part.adapter}**{routed}."

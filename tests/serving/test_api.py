@@ -194,3 +194,14 @@ def test_queue_full_gives_429_with_retry_after(service):
     resp = asyncio.run(hold_slot_and_request())
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
     assert _error_shape(resp)["code"] == "queue_full"
+
+
+def test_openai_penalties_change_the_reply(client):
+    body = _chat("What is 2 + 2?", model="base", temperature=0, max_tokens=12)
+    plain = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+    penalised = client.post(
+        "/v1/chat/completions", json={**body, "frequency_penalty": 2, "presence_penalty": 2.0}
+    ).json()["choices"][0]["message"]["content"]
+    assert penalised != plain
+    bad = client.post("/v1/chat/completions", json={**body, "presence_penalty": -3})
+    assert bad.status_code == 400 and _error_shape(bad)["param"] == "presence_penalty"

@@ -39,6 +39,29 @@ def test_greedy_generation_is_deterministic_and_counts_tokens(engine):
     assert a.finish_reason in ("stop", "length")
 
 
+def test_openai_penalties_subtract_counts_of_generated_tokens_only():
+    from serving.engine import _Penalties
+
+    ids = torch.tensor([[5, 6, 1, 1, 2]])  # prompt [5, 6], generated [1, 1, 2]
+    scores = torch.zeros(1, 8)
+    out = _Penalties(2, frequency=0.5, presence=0.25)(ids, scores)
+    expected = torch.zeros(1, 8)
+    expected[0, 1] = -(0.5 * 2 + 0.25)
+    expected[0, 2] = -(0.5 * 1 + 0.25)
+    torch.testing.assert_close(out, expected)  # prompt tokens 5 and 6 are not penalised
+    assert _Penalties(5, 1.0, 1.0)(ids, scores) is scores  # nothing generated yet
+
+
+def test_penalties_reach_generation(engine):
+    """The tiny random model repeats itself under greedy decoding; a strong presence penalty makes every
+    generated token new."""
+    plain = engine.generate(MSG, BASE, max_tokens=12)
+    penalised = engine.generate(MSG, BASE, max_tokens=12, presence_penalty=2.0, frequency_penalty=2.0)
+    ids = engine.tokenizer(penalised.text, add_special_tokens=False)["input_ids"]
+    assert penalised.text != plain.text
+    assert len(set(engine.tokenizer(plain.text, add_special_tokens=False)["input_ids"])) < len(set(ids))
+
+
 def test_stream_deltas_concatenate_to_the_text(engine):
     parts = list(engine.stream(MSG, BASE, max_tokens=6))
     final = parts[-1]

@@ -66,6 +66,10 @@ def test_defaults():
         ("temperature", "0.5"),
         ("top_p", 0.0),
         ("top_p", 1.01),
+        ("frequency_penalty", 2.01),
+        ("frequency_penalty", -2.01),
+        ("presence_penalty", "1"),
+        ("presence_penalty", 2.5),
         ("stop", ["a", "b", "c", "d", "e"]),
         ("stop", [""]),
         ("stop", "x" * 129),
@@ -104,13 +108,17 @@ def test_bounds_accept_their_edges():
     )
     assert r.max_tokens == 1024 and r.temperature == 2.0 and isinstance(r.temperature, float)
     assert _req(max_tokens=1, temperature=0.0).temperature == 0.0
+    r = _req(frequency_penalty=-2, presence_penalty=2.0)
+    assert (r.frequency_penalty, r.presence_penalty) == (-2.0, 2.0)
+    assert (_req().frequency_penalty, _req(presence_penalty=None).presence_penalty) == (0.0, 0.0)
     assert _req(messages=USER * 64).messages[-1].content == "hello"
 
 
 def test_extra_fields_are_ignored():
     r = _req(frequency_penalty=0.5, logit_bias={"1": 2}, tools=[], foo={"bar": 1})
     dumped = r.model_dump()
-    assert not {"frequency_penalty", "logit_bias", "tools", "foo"} & dumped.keys()
+    assert not {"logit_bias", "tools", "foo"} & dumped.keys()
+    assert dumped["frequency_penalty"] == 0.5
     msg = ChatCompletionRequest.model_validate(
         {"messages": [{"role": "user", "content": "hi", "name": "bob"}]}
     )
