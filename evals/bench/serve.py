@@ -159,8 +159,11 @@ def run(
     from serving.engine import BASE, Engine
     from serving.service import ChatService
 
-    if rounds < 1:
-        raise ValueError(f"bench serve: expected --rounds >= 1; got {rounds}")
+    for flag, value in (("--tokens", tokens), ("--clients", clients), ("--rounds", rounds), ("--r", r)):
+        if value < (2 if flag == "--r" else 1):
+            raise ValueError(f"bench serve: expected {flag} >= {2 if flag == '--r' else 1}; got {value}")
+    if artifact is not None and not Path(artifact).is_dir():
+        raise ValueError(f"bench serve: artifact not found: {artifact} is not a directory")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))
         engine = Engine(model, {"adapter": path})

@@ -123,6 +123,12 @@ def run(
     batch: int = 4,
     seq: int = 256,
 ) -> dict[str, Any]:
+    # checked here, before two worker processes load the model and fail in their own words
+    bounds = {"--r": (r, 2), "--steps": (steps, 1), "--warmup": (warmup, 0), "--batch": (batch, 1)}
+    bounds.update({"--seq": (seq, 2), "--layers": (layers if layers is not None else 1, 1)})
+    for flag, (value, least) in bounds.items():
+        if value < least:
+            raise ValueError(f"bench train-step: expected {flag} >= {least}; got {value}")
     args = argparse.Namespace(
         model=model,
         r=r,

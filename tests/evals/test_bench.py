@@ -1,0 +1,64 @@
+"""The benchmarks end to end on the tiny chat model (what they report, not how fast), and their bad flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evals.cli import main as eval_main
+
+
+def test_bench_serve_reports_every_figure(tiny_chat_model_dir, capsys):
+    args = ["bench", "serve", "--model", str(tiny_chat_model_dir), "--r", "3", "--layers", "2"]
+    assert eval_main([*args, "--tokens", "3", "--rounds", "2", "--clients", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["qubits"], result["layers"], result["tokens"], result["rounds"]) == (3, 2, 3, 2)
+    assert result["base_tok_s"] > 0 and result["qtha_tok_s"] > 0
+    low, median, high = result["ratio_quartiles"]
+    assert low <= median <= high and result["ratio"] == median
+    assert result["ttft_base_s"] > 0 and result["ttft_qtha_s"] > 0
+    concurrent = result["concurrent"]
+    assert concurrent["clients"] == 2 and 0 < concurrent["completion_tokens"] <= 2 * 3
+    assert concurrent["tok_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rounds", "0"], "expected --rounds >= 1; got 0"),
+        (["--tokens", "0"], "expected --tokens >= 1; got 0"),
+        (["--clients", "-1"], "expected --clients >= 1; got -1"),
+        (["--r", "1"], "expected --r >= 2; got 1"),
+        (["--artifact", "/nonexistent/art"], "artifact not found: /nonexistent/art is not a directory"),
+    ],
+)
+def test_bench_serve_refuses_bad_flags_before_loading_anything(tiny_chat_model_dir, capsys, args, message):
+    code = eval_main(["bench", "serve", "--model", str(tiny_chat_model_dir), *args])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_dir):
+    from evals.bench import train_step
+
+    result = train_step.run(str(tiny_chat_model_dir), r=2, layers=1, steps=1, warmup=0, batch=1, seq=16)
+    assert result["step_s_qtha"] > 0 and result["step_s_lora"] > 0
+    assert result["ratio"] == result["step_s_qtha"] / result["step_s_lora"]
+    assert result["trainable_qtha"] > 0 and result["trainable_lora"] > 0 and result["peak_mb_qtha"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "expected --steps >= 1; got 0"),
+        (["--r", "1"], "expected --r >= 2; got 1"),
+        (["--warmup", "-1"], "expected --warmup >= 0; got -1"),
+        (["--seq", "1"], "expected --seq >= 2; got 1"),
+    ],
+)
+def test_bench_train_step_refuses_bad_flags_before_spawning_workers(capsys, args, message):
+    assert eval_main(["bench", "train-step", *args]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
