@@ -582,8 +582,8 @@ class FrozenCircuit:
         psi = V_{L-1} R(c) ... V_1 R(c) V_0 v(c),    v(c) = R(c)|0...0> = kron_i [cos c_i/2, sin c_i/2]
 
     and the data rotation R(c) is the same in every layer: ``R(c)[r, k] = sign(r, k) v(c)[r XOR k]``
-    (:func:`_kron_basis`), one gather per call. So a call is a dozen torch ops plus two per layer,
-    whatever n. The state is kept real as ``[Re psi, Im psi]`` ``(B, 2 * 2^n)`` and each V_l is stored in
+    (:func:`_kron_basis`), built once per call (one small matmul up to 5 qubits, a gather above). So a
+    call is a dozen torch ops plus two per layer, whatever n. The state is kept real as ``[Re psi, Im psi]`` ``(B, 2 * 2^n)`` and each V_l is stored in
     the matching real block form ``[[A^T, B^T], [-B^T, A^T]]`` (V = A + iB, rows times V^T).
 
     Where the dense unitaries would pass :data:`FROZEN_MAX_BYTES` (wide, deep circuits), and for inputs

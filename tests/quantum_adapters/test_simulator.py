@@ -307,6 +307,12 @@ def test_inference_mode_first_use_leaves_autograd_and_later_modes_working():
         first = frozen(x.float())  # and the reused simulation
     with torch.no_grad():
         torch.testing.assert_close(frozen(x[:2].float()), first[:2], rtol=0, atol=1e-6)  # new workspace
+    with torch.inference_mode():
+        dense = simulator.FrozenCircuit(w[..., :4].float())  # the dense form, built in inference mode
+    with torch.no_grad():
+        torch.testing.assert_close(
+            dense(x[:, :4].float()), expvals(x[:, :4], w[..., :4]).float(), rtol=0, atol=1e-5
+        )
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
     expvals(xg, wg).sum().backward()  # the plan's tables take part in autograd
     assert xg.grad is not None and wg.grad is not None
