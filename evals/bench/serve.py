@@ -41,17 +41,24 @@ PROMPTS = [
 ]
 
 
-def _fresh_artifact(model: str, r: int, layers: int, folder: Path) -> Path:
-    from peft import get_peft_model
+def _fresh_artifact(model: str, r: int, layers: int, folder: Path, method: str = "qtha") -> Path:
+    """An untrained QTHA (or, ``method='lora'``, PEFT LoRA) adapter on q_proj and v_proj, frozen."""
+    from peft import LoraConfig, get_peft_model
 
     from quantum_adapters import QTHAConfig
     from quantum_adapters.artifact import freeze
     from quantum_adapters.models import load_base_model
 
     base, _, source = load_base_model(model)
-    peft_model = get_peft_model(base, QTHAConfig(r=r, n_layers=layers, init_seed=0))
+    if method == "lora":
+        config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"])
+    else:
+        config = QTHAConfig(r=r, n_layers=layers, init_seed=0)
     return freeze(
-        peft_model, folder / "artifact", base=source, training={"note": "untrained, for benchmarks"}
+        get_peft_model(base, config),
+        folder / method,
+        base=source,
+        training={"note": "untrained, for benchmarks"},
     )
 
 
@@ -155,6 +162,7 @@ def run(
     tokens: int = 32,
     clients: int = 8,
     rounds: int = 3,
+    lora: bool = False,
 ) -> dict[str, Any]:
     from serving.engine import BASE, Engine
     from serving.service import ChatService
@@ -166,11 +174,15 @@ def run(
         raise ValueError(f"bench serve: artifact not found: {artifact} is not a directory")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))
-        engine = Engine(model, {"adapter": path})
-        for name in (BASE, "adapter"):  # warm-up: first calls build caches and allocator pools
+        adapters = {"adapter": path}
+        if lora:  # PEFT LoRA served unmerged (same r, q_proj + v_proj): the classical reference
+            adapters["lora"] = _fresh_artifact(model, r, 0, Path(tmp), method="lora")
+        engine = Engine(model, adapters)
+        names = [BASE, *adapters]
+        for name in names:  # warm-up: first calls build caches and allocator pools
             _decode_s(engine, name, PROMPTS[0], 4)
-        pairs = _decode_rounds(engine, [BASE, "adapter"], tokens, rounds)
-        # a pair's two runs are seconds apart, so its ratio is immune to the drift between pairs
+        pairs = _decode_rounds(engine, names, tokens, rounds)
+        # a pair's runs are seconds apart, so its ratio is immune to the drift between pairs
         ratios = [p[BASE] / p["adapter"] for p in pairs]
         service = ChatService(engine)
         ttft_base, ttft_qtha = _ttft(service, BASE), _ttft(service, "adapter")
@@ -192,11 +204,23 @@ def run(
         "ttft_base_s": ttft_base,
         "ttft_qtha_s": ttft_qtha,
         "concurrent": conc,
+        **(_lora_figures(pairs, tokens, BASE) if lora else {}),
+    }
+
+
+def _lora_figures(pairs: list[dict[str, float]], tokens: int, base: str) -> dict[str, Any]:
+    ratios = [p[base] / p["lora"] for p in pairs]
+    return {
+        "lora_tok_s": tokens * len(pairs) / sum(p["lora"] for p in pairs),
+        "lora_ratio": statistics.median(ratios),
+        "qtha_vs_lora": statistics.median(p["lora"] / p["adapter"] for p in pairs),
     }
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    result = run(args.model, args.artifact, args.r, args.layers, args.tokens, args.clients, args.rounds)
+    result = run(
+        args.model, args.artifact, args.r, args.layers, args.tokens, args.clients, args.rounds, args.lora
+    )
     if args.json:
         print(json.dumps(result))
     else:
@@ -217,6 +241,11 @@ def _cmd(args: argparse.Namespace) -> int:
             f"  ratio {result['ratio']:.2f} (median over {result['rounds'] * result['prompts']} base/QTHA pairs; "
             f"quartiles {q[0]:.2f}-{q[-1]:.2f})"
         )
+        if "lora_tok_s" in result:
+            print(
+                f"  LoRA  {result['lora_tok_s']:.1f} tok/s (PEFT, unmerged)   ratio {result['lora_ratio']:.2f}; "
+                f"QTHA / LoRA {result['qtha_vs_lora']:.2f}"
+            )
         print(
             f"  {c['clients']} concurrent clients over HTTP: {c['tok_s']:.1f} tok/s "
             f"({c['completion_tokens']} tokens in {c['seconds']:.1f} s)"
@@ -243,6 +272,11 @@ def register(subparsers: Any) -> None:
         type=int,
         default=3,
         help="rounds of interleaved base/adapter runs of every prompt (default 3)",
+    )
+    p.add_argument(
+        "--lora",
+        action="store_true",
+        help="also time an unmerged PEFT LoRA adapter (same r, q_proj + v_proj) in every round",
     )
     p.add_argument("--json", action="store_true", help="one JSON object as the last line")
     p.set_defaults(func=_cmd)
