@@ -582,8 +582,10 @@ class FrozenCircuit:
         psi = V_{L-1} R(c) ... V_1 R(c) V_0 v(c),    v(c) = R(c)|0...0> = kron_i [cos c_i/2, sin c_i/2]
 
     and the data rotation R(c) is the same in every layer: ``R(c)[r, k] = sign(r, k) v(c)[r XOR k]``
-    (:func:`_kron_basis`), built once per call (one small matmul up to 5 qubits, a gather above). So a
-    call is a dozen torch ops plus two per layer, whatever n. The state is kept real as ``[Re psi, Im psi]`` ``(B, 2 * 2^n)`` and each V_l is stored in
+    (:func:`_kron_basis`). The product state is a trigonometric polynomial, ``v(c) = sin(c @ freq +
+    shift) @ W`` (:func:`_product_state_fourier`), so one matmul of those 2^n features gives both
+    ``V_0 v(c)`` and, up to 5 qubits, ``R(c)^T`` (above, ``v(c)`` for a gather). A call is then five
+    torch ops plus two per layer, whatever n. The state is kept real as ``[Re psi, Im psi]`` ``(B, 2 * 2^n)`` and each V_l is stored in
     the matching real block form ``[[A^T, B^T], [-B^T, A^T]]`` (V = A + iB, rows times V^T).
 
     Where the dense unitaries would pass :data:`FROZEN_MAX_BYTES` (wide, deep circuits), and for inputs
@@ -624,22 +626,12 @@ class FrozenCircuit:
             a, b = v.real.t(), v.imag.t()
             blocks.append(torch.cat([torch.cat([a, b], 1), torch.cat([-b, a], 1)], 0))
         self.blocks = [m.to(self.dtype).contiguous() for m in blocks]  # L x (2D, 2D)
-        self.first = self.blocks[0][:d].contiguous()  # (D, 2D): V_0 on the real product state
         self.z_sign = plan.z_sign.to(self.dtype).repeat(2, 1)  # (2D, n): |psi|^2 = re^2 + im^2
-        # (cos c/2, sin c/2) of every qubit as one sin: sin(c @ half + shift), shift = pi/2 for the cosines
-        eye = torch.eye(n, dtype=torch.float64, device=dev)
-        self.half = (torch.cat([eye, eye], dim=1) * 0.5).to(self.dtype)  # (n, 2n)
-        self.shift = torch.cat([torch.full_like(eye[0], math.pi / 2), torch.zeros_like(eye[0])]).to(
-            self.dtype
-        )
-        idx = torch.arange(d, device=dev)
-        self.bits = ((idx[:, None] >> torch.arange(n - 1, -1, -1, device=dev)) & 1) * n + torch.arange(
-            n, device=dev
-        )  # (D, n): where v's factor for qubit j sits in a row's (cos..., sin...) table
         # R(c)^T per row: v(c) @ K_t with K_t (D, D*D) the transposed Kronecker basis, while K_t stays within
         # 128 KB (n <= 5); beyond, a gather v[r XOR k] times the sign pattern
+        idx = torch.arange(d, device=dev)
         if n <= 5:
-            self.kron_t = _kron_basis(n, dev).view(d, d, d).transpose(1, 2).reshape(d, d * d).to(self.dtype)
+            tail = _kron_basis(n, dev).view(d, d, d).transpose(1, 2).reshape(d, d * d)
         else:
             negative = torch.zeros(d, d, dtype=torch.long, device=dev)
             for j in range(n):
@@ -647,6 +639,13 @@ class FrozenCircuit:
                 negative += ((idx[:, None] & m) == 0) & ((idx[None, :] & m) != 0)
             self.xor = idx[:, None] ^ idx[None, :]  # (D, D), symmetric
             self.sign_t = (1 - 2 * (negative % 2)).t().to(self.dtype).contiguous()  # sign(r, k) at [k, r]
+            tail = torch.eye(d, dtype=torch.float64, device=dev)  # v itself, for the gather
+        # The product state v(c) = F(c) @ W with F(c) = sin(c @ freq + shift) (_product_state_fourier), so
+        # one matmul F(c) @ lift gives V_0 v(c) and R(c)^T (or v(c)) together: lift = W [first | tail].
+        freq, shift, w_fourier = _product_state_fourier(n, dev)
+        first64 = blocks[0][:d]
+        lift = w_fourier @ (first64 if n_layers == 1 else torch.cat([first64, tail], dim=1))
+        self.freq, self.shift, self.lift = freq.to(self.dtype), shift.to(self.dtype), lift.to(self.dtype)
 
     def __call__(self, inputs: Tensor) -> Tensor:
         if inputs.shape[-1] != self.n:
@@ -690,20 +689,48 @@ class FrozenCircuit:
     def _evolve(self, c: Tensor) -> Tensor:
         """<Z_i> of rows ``c`` ``(B, n)``."""
         rows, d = c.shape[0], 2**self.n
-        table = torch.addmm(self.shift, c, self.half).sin_()  # (B, 2n): cos c_i/2 of every qubit, then sin
-        v = table[:, self.bits].prod(dim=2)  # (B, D) product state R(c)|0...0>
-        state = v @ self.first  # (B, 2D)
+        features = torch.addmm(self.shift, c, self.freq).sin_()  # (B, D): F(c)
+        lifted = features @ self.lift  # (B, 2D [+ D*D or D]): V_0 v(c), then R(c)^T or v(c)
+        state = lifted[:, : 2 * d]  # (B, 2D) real and imaginary parts
         if self.n_layers > 1:
-            # (B, D, D): R(c)^T, applied to Re and Im alike
-            rot = (v @ self.kron_t).view(rows, d, d) if self.n <= 5 else v[:, self.xor] * self.sign_t
+            if self.n <= 5:
+                rot = lifted[:, 2 * d :].view(rows, d, d)  # (B, D, D): R(c)^T, applied to Re and Im alike
+            else:
+                rot = lifted[:, 2 * d :][:, self.xor] * self.sign_t
             for block in self.blocks[1:]:
-                state = torch.bmm(state.view(rows, 2, d), rot).view(rows, 2 * d) @ block
+                state = torch.bmm(state.reshape(rows, 2, d), rot).view(rows, 2 * d) @ block
         return (state * state) @ self.z_sign  # (B, n)
 
 
 def frozen_bytes(n_qubits: int, n_layers: int) -> int:
     """Bytes of dense layer unitaries a float32 :class:`FrozenCircuit` of this size holds."""
     return n_layers * (2 * 2**n_qubits) ** 2 * 4
+
+
+def _product_state_fourier(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """``(freq, shift, W)``, float64, with ``sin(c @ freq + shift) @ W`` = kron_i [cos c_i/2, sin c_i/2].
+
+    Every entry of the product state is a product of n half-angle cosines and sines, i.e. (expanding each
+    as exponentials) a combination of ``exp(i sigma.c/2)`` over sign patterns sigma in {+-1}^n; pairing
+    sigma with -sigma leaves 2^(n-1) frequencies, each as a cosine and a sine: 2^n features, one matmul.
+    With ``a_j = 1/2`` for a cosine factor and ``-i sigma_j / 2`` for a sine, the coefficient of
+    ``exp(i sigma.c/2)`` in entry d is ``2^-n (-i)^popcount(d) prod_{j in d} sigma_j``; the real entry is
+    twice the real part of that term, which gives the cosine (Re) and sine (-Im) rows of W.
+    """
+    d, k = 2**n, 2 ** (n - 1)
+    idx = torch.arange(d, device=device)
+    bits = ((idx[:, None] >> torch.arange(n - 1, -1, -1, device=device)) & 1).to(torch.float64)  # (D, n)
+    sigma = 1.0 - 2.0 * bits[:k]  # (K, n): sign patterns with sigma_0 = +1 (the first K indices)
+    negative = (sigma < 0).to(torch.float64) @ bits.t()  # (K, D): factors of entry d with sigma_j = -1
+    sign = 1.0 - 2.0 * torch.remainder(negative, 2)
+    power = bits.sum(1).long() % 4  # (-i)^popcount: 1, -i, -1, i
+    real = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64, device=device)[power]
+    imag = torch.tensor([0.0, -1.0, 0.0, 1.0], dtype=torch.float64, device=device)[power]
+    scale = 2.0 * 0.5**n
+    w = torch.cat([scale * sign * real, -scale * sign * imag])  # (D, D): cosine rows, then sine rows
+    freq = torch.cat([sigma.t(), sigma.t()], dim=1) * 0.5  # (n, D)
+    shift = torch.cat([torch.full((k,), math.pi / 2, dtype=torch.float64, device=device), bits.new_zeros(k)])
+    return freq, shift, w
 
 
 def _ry_dense(theta: Tensor) -> Tensor:

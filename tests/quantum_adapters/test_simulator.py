@@ -266,6 +266,18 @@ def test_frozen_circuit_too_wide_for_dense_unitaries_reuses_one_general_simulati
     assert simulation is not None and len(simulation.workspaces) <= 4
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_product_state_is_one_matmul_of_trig_features(n):
+    freq, shift, w = simulator._product_state_fourier(n, torch.device("cpu"))
+    x = _random((6, n), torch.float64, n) * 2
+    v = torch.ones(6, 1, dtype=torch.float64)
+    for j in range(n):  # kron_j [cos x_j/2, sin x_j/2], wire 0 most significant
+        v = (
+            v[:, :, None] * torch.stack([torch.cos(x[:, j] / 2), torch.sin(x[:, j] / 2)], 1)[:, None]
+        ).flatten(1)
+    assert (torch.sin(x @ freq + shift) @ w - v).abs().max() < 1e-12
+
+
 def test_frozen_circuit_refuses_wrong_inputs():
     frozen = simulator.FrozenCircuit(torch.zeros(2, 4, 3))
     with pytest.raises(ValueError, match=r"expected shape \(\.\.\., 3\); got \(2, 4\)"):
