@@ -75,10 +75,9 @@ class QuantumCircuitLayer(nn.Module):
 
     def _frozen(self) -> FrozenCircuit:
         """The inference form of the circuit for the current weights (rebuilt when they change)."""
-        w = self.weights
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        key = _versions([self.weights])
         if getattr(self, "_frozen_key", None) != key:
-            self._frozen_circuit = FrozenCircuit(w)
+            self._frozen_circuit = FrozenCircuit(self.weights)
             self._frozen_key = key
         return self._frozen_circuit
 
@@ -225,7 +224,7 @@ class QTHALinear(nn.Module, QTHALayer):
             ]
             entry = cache[adapter] = [params, None, None]
         params, key, folded = entry
-        now = tuple((p.data_ptr(), p._version) for p in params)
+        now = _versions(params)
         if now != key:
             with torch.no_grad():
                 p_t = self.qtha_w_a[adapter].weight  # (r, m or d_in)
@@ -263,6 +262,12 @@ class QTHALinear(nn.Module, QTHALayer):
 
     def __repr__(self) -> str:
         return "qtha." + super().__repr__()
+
+
+def _versions(tensors: list[torch.Tensor]) -> tuple:
+    """A key that changes when any tensor is written in place (its version) or replaced (its storage):
+    caches of values derived from weights are rebuilt when it changes."""
+    return tuple((t.data_ptr(), t._version) for t in tensors)
 
 
 def _kaiming_(weight: torch.Tensor, generator: torch.Generator | None) -> None:

@@ -96,14 +96,9 @@ def expvals(inputs: Tensor, weights: Tensor) -> Tensor:
     w = weights.to(dtype=dtype, device=c.device)  # (L, 4, n)
     plan = _plan(n, c.device)
 
-    # The first data RY layer on |0...0> is a real product state, kron over the groups of these (B, D_g).
-    factors = [
-        _cos_sin_products(c[:, a : a + s]).t().contiguous()
-        for a, s in zip(plan.starts, plan.sizes, strict=True)
-    ]
-    theta_rows = c.unsqueeze(0) + w[:-1, 3].unsqueeze(1)  # (L-1, B, n): RY(w[l,3]) fused with RY(c) of l+1
-    theta_shared = torch.cat([w[:, 1], w[-1:, 3]])  # (L+1, n): first trainable RYs, then the final one
-    phi = torch.einsum("lkq,kxq->lkx", w[:, 0::2], plan.ring_basis.to(dtype))  # (L, 2, 2^n) ring phases
+    factors = _product_factors(plan, c)
+    w_rows, theta_shared, phi = _weight_terms(plan, w)
+    theta_rows = c.unsqueeze(0) + w_rows  # (L-1, B, n): RY(w[l,3]) fused with RY(c) of l+1
     if torch.is_grad_enabled() and (c.requires_grad or w.requires_grad):
         z = _CircuitFunction.apply(theta_rows, theta_shared, phi, plan, *factors)  # (B, n)
     else:  # inference: nothing to save for a backward pass
@@ -138,6 +133,37 @@ def _plan(n: int, device: torch.device) -> _Plan:
     return _Plan(n, device)
 
 
+def _product_factors(plan: _Plan, c: Tensor) -> list[Tensor]:
+    """The first data RY layer on |0...0>: a real product state, kron over the groups of these (B, D_g)."""
+    return [
+        _cos_sin_products(c[:, a : a + s]).t().contiguous()
+        for a, s in zip(plan.starts, plan.sizes, strict=True)
+    ]
+
+
+def _weight_terms(plan: _Plan, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """What the simulation takes from the weights ``(L, 4, n)``: ``(w_rows, theta_shared, phi)``.
+
+    w_rows ``(L-1, 1, n)``: RY(w[l,3]) angles, added to the next layer's data angles; theta_shared
+    ``(L+1, n)``: the first trainable RYs of every layer, then the final one; phi ``(L, 2, 2^n)``: the
+    phases of the forward and reverse CRZ rings.
+    """
+    phi = torch.einsum("lkq,kxq->lkx", w[:, 0::2], plan.ring_basis.to(w.dtype))
+    return w[:-1, 3].unsqueeze(1), torch.cat([w[:, 1], w[-1:, 3]]), phi
+
+
+def _ry_sign(size: int, device: torch.device) -> Tensor:
+    """``(D, D)`` long: the sign of entry ``[r, c]`` of a Kronecker product of RYs, +1 or -1:
+    ``(-1)^(#qubits with r_j = 0, c_j = 1)`` (the -sin of RY's upper-right entry)."""
+    d = 2**size
+    r = torch.arange(d, device=device)
+    negative = torch.zeros(d, d, dtype=torch.long, device=device)
+    for j in range(size):
+        m = 1 << (size - 1 - j)
+        negative += ((r[:, None] & m) == 0) & ((r[None, :] & m) != 0)
+    return 1 - 2 * (negative % 2)
+
+
 def _kron_basis(size: int, device: torch.device) -> Tensor:
     """``E`` ``(D, D*D)``: the RY product matrix is ``M.flatten() = v @ E``, with ``v`` its magnitudes.
 
@@ -148,14 +174,9 @@ def _kron_basis(size: int, device: torch.device) -> Tensor:
     """
     d = 2**size
     r = torch.arange(d, device=device)
-    rows, cols = r[:, None], r[None, :]
-    negative = torch.zeros(d, d, dtype=torch.long, device=device)
-    for j in range(size):
-        m = 1 << (size - 1 - j)
-        negative += ((rows & m) == 0) & ((cols & m) != 0)
     basis = torch.zeros(d, d * d, dtype=torch.float64, device=device)
-    basis[(rows ^ cols).flatten(), torch.arange(d * d, device=device)] = (
-        (1.0 - 2.0 * (negative % 2)).flatten().double()
+    basis[(r[:, None] ^ r[None, :]).flatten(), torch.arange(d * d, device=device)] = (
+        _ry_sign(size, device).flatten().double()
     )
     return basis
 
@@ -600,11 +621,8 @@ class FrozenCircuit:
         self.n, self.n_layers = n, n_layers
         self.dtype = torch.float64 if weights.dtype == torch.float64 else torch.float32
         plan = self.plan = _plan(n, weights.device)
-        # the general simulator's weight-only inputs (expvals), for long inputs and wide circuits
-        wd = weights.detach().to(self.dtype)
-        self.w_rows = wd[:-1, 3].unsqueeze(1)  # (L-1, 1, n): added to the input angles
-        self.theta_shared = torch.cat([wd[:, 1], wd[-1:, 3]])  # (L+1, n)
-        self.phi = torch.einsum("lkq,kxq->lkx", wd[:, 0::2], plan.ring_basis.to(self.dtype))  # (L, 2, 2^n)
+        # the general simulator's weight-only inputs, for long inputs and wide circuits
+        self.w_rows, self.theta_shared, self.phi = _weight_terms(plan, weights.detach().to(self.dtype))
         self._simulation: _Simulation | None = None
         self._lock = threading.Lock()  # the reused simulation's workspaces serve one call at a time
         self.dense = frozen_bytes(n, n_layers) <= FROZEN_MAX_BYTES
@@ -615,10 +633,8 @@ class FrozenCircuit:
         n_layers, _, n = w.shape
         dev, d = w.device, 2**n
         plan = self.plan
-        phases = torch.polar(
-            torch.ones(n_layers, 2, d, dtype=torch.float64, device=dev),
-            torch.einsum("lkq,kxq->lkx", w[:, 0::2], plan.ring_basis),
-        )  # (L, 2, 2^n): diagonals of D_fwd, D_rev
+        phi = _weight_terms(plan, w)[2]
+        phases = torch.polar(torch.ones_like(phi), phi)  # (L, 2, 2^n): diagonals of D_fwd, D_rev
         blocks = []
         for layer in range(n_layers):
             first, second = _ry_dense(w[layer, 1]).to(phases.dtype), _ry_dense(w[layer, 3]).to(phases.dtype)
@@ -629,16 +645,12 @@ class FrozenCircuit:
         self.z_sign = plan.z_sign.to(self.dtype).repeat(2, 1)  # (2D, n): |psi|^2 = re^2 + im^2
         # R(c)^T per row: v(c) @ K_t with K_t (D, D*D) the transposed Kronecker basis, while K_t stays within
         # 128 KB (n <= 5); beyond, a gather v[r XOR k] times the sign pattern
-        idx = torch.arange(d, device=dev)
         if n <= 5:
             tail = _kron_basis(n, dev).view(d, d, d).transpose(1, 2).reshape(d, d * d)
         else:
-            negative = torch.zeros(d, d, dtype=torch.long, device=dev)
-            for j in range(n):
-                m = 1 << (n - 1 - j)
-                negative += ((idx[:, None] & m) == 0) & ((idx[None, :] & m) != 0)
+            idx = torch.arange(d, device=dev)
             self.xor = idx[:, None] ^ idx[None, :]  # (D, D), symmetric
-            self.sign_t = (1 - 2 * (negative % 2)).t().to(self.dtype).contiguous()  # sign(r, k) at [k, r]
+            self.sign_t = _ry_sign(n, dev).t().to(self.dtype).contiguous()  # sign(r, k) at [k, r]
             tail = torch.eye(d, dtype=torch.float64, device=dev)  # v itself, for the gather
         # The product state v(c) = F(c) @ W with F(c) = sin(c @ freq + shift) (_product_state_fourier), so
         # one matmul F(c) @ lift gives V_0 v(c) and R(c)^T (or v(c)) together: lift = W [first | tail].
@@ -669,10 +681,7 @@ class FrozenCircuit:
     def _simulate(self, c: Tensor) -> Tensor:
         """<Z_i> of rows ``c`` ``(B, n)`` by the general simulator, its set-up built once and reused."""
         plan = self.plan
-        factors = [
-            _cos_sin_products(c[:, a : a + s]).t().contiguous()
-            for a, s in zip(plan.starts, plan.sizes, strict=True)
-        ]
+        factors = _product_factors(plan, c)
         theta_rows = c.unsqueeze(0) + self.w_rows  # (L-1, B, n)
         # the reused workspaces are written in place by every call: plain tensors (not inference tensors,
         # which could not be written outside inference mode), whichever mode this call runs in

@@ -31,6 +31,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from . import check_bounds
+
 __all__ = ["register", "run"]
 
 PROMPTS = [
@@ -167,9 +169,9 @@ def run(
     from serving.engine import BASE, Engine
     from serving.service import ChatService
 
-    for flag, value in (("--tokens", tokens), ("--clients", clients), ("--rounds", rounds), ("--r", r)):
-        if value < (2 if flag == "--r" else 1):
-            raise ValueError(f"bench serve: expected {flag} >= {2 if flag == '--r' else 1}; got {value}")
+    check_bounds(
+        "serve", {"--tokens": (tokens, 1), "--clients": (clients, 1), "--rounds": (rounds, 1), "--r": (r, 2)}
+    )
     if artifact is not None and not Path(artifact).is_dir():
         raise ValueError(f"bench serve: artifact not found: {artifact} is not a directory")
     with tempfile.TemporaryDirectory() as tmp:

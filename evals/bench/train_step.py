@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any
 
+from . import check_bounds
+
 __all__ = ["register", "run"]
 
 
@@ -124,11 +126,17 @@ def run(
     seq: int = 256,
 ) -> dict[str, Any]:
     # checked here, before two worker processes load the model and fail in their own words
-    bounds = {"--r": (r, 2), "--steps": (steps, 1), "--warmup": (warmup, 0), "--batch": (batch, 1)}
-    bounds.update({"--seq": (seq, 2), "--layers": (layers if layers is not None else 1, 1)})
-    for flag, (value, least) in bounds.items():
-        if value < least:
-            raise ValueError(f"bench train-step: expected {flag} >= {least}; got {value}")
+    check_bounds(
+        "train-step",
+        {
+            "--r": (r, 2),
+            "--layers": (layers if layers is not None else 1, 1),
+            "--steps": (steps, 1),
+            "--warmup": (warmup, 0),
+            "--batch": (batch, 1),
+            "--seq": (seq, 2),
+        },
+    )
     args = argparse.Namespace(
         model=model,
         r=r,

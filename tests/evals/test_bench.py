@@ -24,23 +24,6 @@ def test_bench_serve_reports_every_figure(tiny_chat_model_dir, capsys):
     assert concurrent["tok_s"] > 0
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--rounds", "0"], "expected --rounds >= 1; got 0"),
-        (["--tokens", "0"], "expected --tokens >= 1; got 0"),
-        (["--clients", "-1"], "expected --clients >= 1; got -1"),
-        (["--r", "1"], "expected --r >= 2; got 1"),
-        (["--artifact", "/nonexistent/art"], "artifact not found: /nonexistent/art is not a directory"),
-    ],
-)
-def test_bench_serve_refuses_bad_flags_before_loading_anything(tiny_chat_model_dir, capsys, args, message):
-    code = eval_main(["bench", "serve", "--model", str(tiny_chat_model_dir), *args])
-    assert code != 0
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
-
-
 def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_dir):
     from evals.bench import train_step
 
@@ -51,15 +34,26 @@ def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_di
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("command", "args", "message"),
     [
-        (["--steps", "0"], "expected --steps >= 1; got 0"),
-        (["--r", "1"], "expected --r >= 2; got 1"),
-        (["--warmup", "-1"], "expected --warmup >= 0; got -1"),
-        (["--seq", "1"], "expected --seq >= 2; got 1"),
+        ("serve", ["--rounds", "0"], "expected --rounds >= 1; got 0"),
+        ("serve", ["--tokens", "0"], "expected --tokens >= 1; got 0"),
+        ("serve", ["--clients", "-1"], "expected --clients >= 1; got -1"),
+        ("serve", ["--r", "1"], "expected --r >= 2; got 1"),
+        (
+            "serve",
+            ["--artifact", "/nonexistent/art"],
+            "artifact not found: /nonexistent/art is not a directory",
+        ),
+        ("train-step", ["--steps", "0"], "expected --steps >= 1; got 0"),
+        ("train-step", ["--r", "1"], "expected --r >= 2; got 1"),
+        ("train-step", ["--warmup", "-1"], "expected --warmup >= 0; got -1"),
+        ("train-step", ["--seq", "1"], "expected --seq >= 2; got 1"),
     ],
 )
-def test_bench_train_step_refuses_bad_flags_before_spawning_workers(capsys, args, message):
-    assert eval_main(["bench", "train-step", *args]) != 0
+def test_benchmarks_refuse_bad_flags_before_loading_anything(
+    tiny_chat_model_dir, capsys, command, args, message
+):
+    assert eval_main(["bench", command, "--model", str(tiny_chat_model_dir), *args]) != 0
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
