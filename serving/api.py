@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from .protocol import (
     ChatCompletion,
@@ -29,11 +29,12 @@ from .protocol import (
     ModelCard,
     ModelList,
 )
-from .security import QueueFull
+from .security import Lease, QueueFull
 from .service import ChatResult, ChatService
 
-__all__ = ["ApiError", "router"]
+__all__ = ["ApiError", "GenerationResponse", "router"]
 
+log = logging.getLogger("qtha.serve")
 router = APIRouter()
 
 
@@ -169,94 +170,151 @@ def _chunk(
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(authenticate)])
-async def chat_completions(body: ChatCompletionRequest, request: Request):
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     service = _service(request)
-    state = request.app.state
     messages = _messages(body)
     adapter, _, _ = service.choose(body.model, messages)  # an unknown model fails before queueing
-    timeout = state.settings.request_timeout_s
-    cancel = threading.Event()
-    try:
-        slot = state.queue.slot(timeout)
-        await slot.__aenter__()
-    except QueueFull as exc:
-        raise ApiError(
-            429,
-            "the server is busy (generation queue full); retry shortly",
-            "rate_limit_error",
-            "queue_full",
-            headers={"Retry-After": str(math.ceil(exc.retry_after_s))},
-        ) from None
-    except asyncio.TimeoutError:
-        raise ApiError(
-            503,
-            "timed out waiting for a generation slot",
-            "server_error",
-            "timeout",
-            headers={"Retry-After": "5"},
-        ) from None
+    return GenerationResponse(service, body, messages, adapter, request.app.state)
 
-    if not body.stream:
-        work = asyncio.ensure_future(
-            asyncio.to_thread(service.complete, messages, body.model, cancel=cancel, **_kwargs(body))
-        )
+
+class GenerationResponse(Response):
+    """The answer to one chat completion, as an ASGI app that owns the request's generation slot.
+
+    Everything that must happen exactly once happens in ``__call__``: the slot is leased there
+    (429/503 before anything is sent), the generation thread is started there, and its ``finally``
+    stops the generation (sets ``cancel``; the engine stops within one token) and releases the lease
+    when that thread is done, whatever the client did: gone before the response started, during
+    prefill, half way through the stream, or after the end. (A ``StreamingResponse`` over a generator
+    cannot promise this: when the client is gone before the body iterator first runs, the
+    generator's ``finally`` never runs, and its slot was lost for good.)
+
+    A client that goes is noticed by one task reading ``receive`` for ``http.disconnect``, for both
+    streamed and plain answers, so a plain answer nobody waits for is cancelled as well.
+    """
+
+    def __init__(
+        self,
+        service: ChatService,
+        chat: ChatCompletionRequest,
+        messages: list[dict[str, str]],
+        adapter: str,
+        state: Any,
+    ) -> None:
+        # A Response subclass only so that FastAPI sends it as it is; everything is in __call__.
+        self.service, self.chat, self.messages, self.adapter = service, chat, messages, adapter
+        self.queue = state.queue
+        self.timeout = float(state.settings.request_timeout_s)
+        self.cancel = threading.Event()
+        self.background = None  # FastAPI reads it (and may set it); there are no background tasks here
+
+    async def __call__(self, scope, receive, send) -> None:
+        lease = await self._admit()
+        work: asyncio.Future | None = None
+        gone: asyncio.Future | None = None
         try:
-            done, _ = await asyncio.wait({work}, timeout=timeout)
-            if not done:
-                cancel.set()  # stops within one token; the slot is released only when the thread is done
-                await work
-                raise ApiError(504, f"generation took longer than {timeout:.0f}s", "server_error", "timeout")
-            result = work.result()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            events: asyncio.Queue = asyncio.Queue()
+            gone = asyncio.ensure_future(_disconnected(receive))
+            gone.add_done_callback(lambda _: self.cancel.set())
+            work = loop.run_in_executor(None, self._produce, loop, events)
+            if self.chat.stream:
+                await self._stream(send, events, gone, deadline)
+            else:
+                await self._complete(scope, receive, send, work, gone, deadline)
         finally:
-            await slot.__aexit__(None, None, None)
-        return JSONResponse(_completion(body, result))
+            if gone is not None:
+                gone.cancel()
+            if work is None or work.done():
+                lease.release()
+            else:  # still generating: stop it, and give the slot back when its thread is done
+                self.cancel.set()
+                work.add_done_callback(lambda _: lease.release())
 
-    return StreamingResponse(
-        _sse(service, body, messages, adapter, request, cancel, slot, timeout),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache"},
-    )
-
-
-async def _sse(
-    service: ChatService,
-    body: ChatCompletionRequest,
-    messages,
-    adapter: str,
-    request: Request,
-    cancel: threading.Event,
-    slot,
-    timeout: float,
-) -> AsyncIterator[str]:
-    """Run the blocking generator in a thread; forward its deltas as SSE; cancel on disconnect."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    done = object()
-
-    def produce() -> None:
+    async def _admit(self) -> Lease:
         try:
-            for part in service.stream(messages, body.model, cancel=cancel, **_kwargs(body)):
-                loop.call_soon_threadsafe(queue.put_nowait, part)
-        except Exception as exc:  # reported to the client as an error event
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, done)
+            return await self.queue.lease(self.timeout)
+        except QueueFull as exc:
+            raise ApiError(
+                429,
+                "the server is busy (generation queue full); retry shortly",
+                "rate_limit_error",
+                "queue_full",
+                headers={"Retry-After": str(math.ceil(exc.retry_after_s))},
+            ) from None
+        except asyncio.TimeoutError:
+            raise ApiError(
+                503,
+                "timed out waiting for a generation slot",
+                "server_error",
+                "timeout",
+                headers={"Retry-After": "5"},
+            ) from None
 
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    created = int(time.time())
-    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    deadline = time.monotonic() + timeout
-    first = True
-    try:
-        while True:
+    def _produce(self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue) -> ChatResult | None:
+        """Worker thread: put the service's text deltas on ``events`` (streamed answers only) and
+        return its final ChatResult; an exception is logged and put on ``events``, then _DONE."""
+
+        def put(item: Any) -> None:
             try:
-                part = await asyncio.wait_for(queue.get(), timeout=0.5)
+                loop.call_soon_threadsafe(events.put_nowait, item)
+            except RuntimeError:  # the loop has closed (server shut down): nobody is listening
+                pass
+
+        result = None
+        try:
+            for part in self.service.stream(
+                self.messages, self.chat.model, cancel=self.cancel, **_kwargs(self.chat)
+            ):
+                if isinstance(part, ChatResult):
+                    result = part
+                elif self.chat.stream:
+                    put(part)
+        except Exception as exc:
+            log.exception("generation failed")
+            put(exc)
+        finally:
+            put(result)
+            put(_DONE)
+        return result
+
+    async def _complete(
+        self, scope, receive, send, work: asyncio.Future, gone: asyncio.Future, deadline: float
+    ) -> None:
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        done, _ = await asyncio.wait({work, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if work not in done:
+            if gone in done:
+                return  # the client has gone: nobody to answer (the finally stops the generation)
+            raise ApiError(504, f"generation took longer than {self.timeout:.0f}s", "server_error", "timeout")
+        result = work.result()
+        if result is None:
+            raise ApiError(500, "generation failed", "server_error", "internal_error")
+        await JSONResponse(_completion(self.chat, result))(scope, receive, send)
+
+    async def _stream(self, send, events: asyncio.Queue, gone: asyncio.Future, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
+        created = int(time.time())
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        first = True
+        while not gone.done():
+            try:
+                part = await asyncio.wait_for(events.get(), timeout=max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                if await request.is_disconnected() or time.monotonic() > deadline:
-                    cancel.set()
+                self.cancel.set()  # past the deadline: the engine ends the reply within one token
+                deadline = math.inf
                 continue
-            if part is done:
+            if part is _DONE:
                 break
             if isinstance(part, Exception):
                 err = {
@@ -266,24 +324,35 @@ async def _sse(
                         "code": "internal_error",
                     }
                 }
-                yield f"data: {json.dumps(err)}\n\n"
+                await _send_text(send, f"data: {json.dumps(err)}\n\n")
                 break
             if isinstance(part, ChatResult):
-                yield _chunk(
-                    cid,
-                    created,
-                    part.adapter,
-                    {},
-                    "stop" if part.finish_reason == "cancelled" else part.finish_reason,
-                    part.meta(),
-                )
-                break
+                finish = "stop" if part.finish_reason == "cancelled" else part.finish_reason
+                await _send_text(send, _chunk(cid, created, part.adapter, {}, finish, part.meta()))
+                continue
+            if part is None:
+                continue
             if first:
-                yield _chunk(cid, created, adapter, {"role": "assistant", "content": ""}, None)
+                await _send_text(
+                    send, _chunk(cid, created, self.adapter, {"role": "assistant", "content": ""}, None)
+                )
                 first = False
-            yield _chunk(cid, created, adapter, {"content": part}, None)
-        yield "data: [DONE]\n\n"
-    finally:
-        if thread.is_alive():  # the client went away mid-stream: stop generating
-            cancel.set()
-        await slot.__aexit__(None, None, None)
+            await _send_text(send, _chunk(cid, created, self.adapter, {"content": part}, None))
+        if gone.done():
+            return  # the client has gone; the caller's finally stops the generation
+        await _send_text(send, "data: [DONE]\n\n")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+_DONE = object()
+"""Put on a response's event queue by its worker thread after everything else."""
+
+
+async def _send_text(send, text: str) -> None:
+    await send({"type": "http.response.body", "body": text.encode("utf-8"), "more_body": True})
+
+
+async def _disconnected(receive) -> None:
+    """Return when the client has gone (``http.disconnect``); request bodies are already read."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

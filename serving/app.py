@@ -2,7 +2,10 @@
 
 The service (engine + safety + routing) is built in the lifespan and put on ``app.state``; every
 error, ours or the framework's, leaves as one JSON shape ``{"error": {message, type, code, param}}``
-with no traceback; bodies over ``settings.max_body_bytes`` are refused with 413 before being read.
+with no traceback. Request bodies to /v1/ are read by :class:`BodyLimit` before anything else sees
+them: one over ``settings.max_body_bytes`` (by its Content-Length, or as it grows when sent chunked)
+is read to the end and discarded, then answered 413 in that shape, so the client, still sending,
+reads the answer instead of a reset connection.
 """
 
 from __future__ import annotations
@@ -16,16 +19,22 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api import ApiError, router
 from .security import ApiKeyAuth, RateLimiter, WorkQueue
 from .service import ChatService, UnknownModel
 from .settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["BodyLimit", "create_app"]
 
 log = logging.getLogger("qtha.serve")
+
+DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+"""Most bytes of a too-large body read (and discarded) before its 413. Past this the 413 is sent with
+`Connection: close` without reading further, and a client still sending may see a reset."""
 
 
 def _error(
@@ -38,6 +47,88 @@ def _error(
 ) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: read each POST/PUT/PATCH body to /v1/ in full, at most ``limit`` bytes, before
+    the app runs, and answer 413 in the one error shape for a larger one.
+
+    A body is refused by its Content-Length before anything is read, or, sent chunked, as soon as it
+    grows past ``limit``. Either way the rest is read and discarded (up to ``DRAIN_LIMIT_BYTES``)
+    before the 413 is sent: a server that answers and closes while the client is still sending
+    makes the client's kernel see a reset, often before it has read the answer. A fully drained
+    connection stays open for the next request; one that is not (``Expect: 100-continue``, so the
+    body was never sent, or past the drain limit) is closed after the 413 (``Connection: close``).
+    A client that goes before its body is complete gets no answer and the app never runs.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, prefix: str = "/v1/") -> None:
+        self.app, self.limit, self.prefix = app, limit, prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "PUT", "PATCH")
+            or not scope["path"].startswith(self.prefix)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            message = f"request body of {length} bytes exceeds the limit of {self.limit}"
+            if "100-continue" in headers.get("expect", "").lower():  # the client waits: nothing sent
+                await self._refuse(scope, receive, send, message, drained=False)
+            else:
+                drained = (
+                    await _drain(receive, DRAIN_LIMIT_BYTES) if int(length) <= DRAIN_LIMIT_BYTES else False
+                )
+                if drained is not None:
+                    await self._refuse(scope, receive, send, message, drained)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return  # the client went before its body was complete: nobody to answer
+            chunk = event.get("body", b"")
+            more = event.get("more_body", False)
+            size += len(chunk)
+            if size > self.limit:
+                drained = await _drain(receive, DRAIN_LIMIT_BYTES - size) if more else True
+                if drained is not None:
+                    message = f"request body exceeds the limit of {self.limit} bytes"
+                    await self._refuse(scope, receive, send, message, drained)
+                return
+            chunks.append(chunk)
+        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> Message:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, message: str, drained: bool) -> None:
+        headers = None if drained else {"Connection": "close"}
+        response = _error(413, message, "invalid_request_error", "body_too_large", headers=headers)
+        await response(scope, receive, send)
+
+
+async def _drain(receive: Receive, budget: int) -> bool | None:
+    """Read and discard the rest of a request body, about ``budget`` bytes at most: True when it was
+    read to its end, False when the budget ran out first, None when the client went."""
+    read = 0
+    while read <= budget:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            return None
+        read += len(event.get("body", b""))
+        if not event.get("more_body", False):
+            return True
+    return False
 
 
 def create_app(
@@ -66,22 +157,7 @@ def create_app(
     app.state.queue = WorkQueue(settings.max_concurrent, settings.max_queue)
     app.include_router(router)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        if request.method in ("POST", "PUT", "PATCH") and request.url.path.startswith("/v1/"):
-            length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return _error(
-                    411, "a Content-Length header is required", "invalid_request_error", "length_required"
-                )
-            if int(length) > settings.max_body_bytes:
-                return _error(
-                    413,
-                    f"request body of {length} bytes exceeds the limit of {settings.max_body_bytes}",
-                    "invalid_request_error",
-                    "body_too_large",
-                )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):

@@ -8,7 +8,8 @@ Three small pieces the FastAPI app wires together, none of them web-framework co
   with a bounded number of buckets so a flood of ids cannot exhaust memory.
 - `WorkQueue`: at most `max_concurrent` generations run; at most `max_queue` requests wait for one;
   the next one is refused at once with `QueueFull` (the app answers 429 + Retry-After) instead of
-  hanging, and a waiter gives up after its timeout.
+  hanging, and a waiter gives up after its timeout. A slot is held as a `Lease`, whose `release()`
+  may be called any number of times and gives the slot back exactly once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
-__all__ = ["ANONYMOUS", "ApiKeyAuth", "QueueFull", "RateLimiter", "WorkQueue", "key_id"]
+__all__ = ["ANONYMOUS", "ApiKeyAuth", "Lease", "QueueFull", "RateLimiter", "WorkQueue", "key_id"]
 
 ANONYMOUS = "anonymous"
 """Key id returned when authentication is off (no keys configured)."""
@@ -129,8 +130,34 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+class Lease:
+    """One generation slot of a `WorkQueue`, held from `WorkQueue.lease()` until `release()`.
+
+    `release()` is idempotent, so every path that ends a request (finished, failed, client gone before
+    the response started or half way through it) may call it and the slot still comes back exactly
+    once. Call it on the queue's event loop (from a thread: `loop.call_soon_threadsafe(lease.release)`).
+    """
+
+    def __init__(self, queue: WorkQueue) -> None:
+        self._queue = queue
+        self._started = time.monotonic()
+        self.released = False
+
+    def release(self) -> bool:
+        """Give the slot back; True the first time, False (and nothing happens) afterwards."""
+        if self.released:
+            return False
+        self.released = True
+        self._queue._release_lease(time.monotonic() - self._started)
+        return True
+
+    def __repr__(self) -> str:
+        return f"Lease({'released' if self.released else 'held'})"
+
+
 class WorkQueue:
-    """Admission control for generation: `async with queue.slot(timeout_s): ...generate...`.
+    """Admission control for generation: `lease = await queue.lease(timeout_s)` ... `lease.release()`,
+    or `async with queue.slot(timeout_s): ...generate...`.
 
     At most `max_concurrent` holders at a time, served first come first served; at most `max_queue`
     waiters. Entering raises `QueueFull` at once when all slots are taken and `max_queue` requests
@@ -208,20 +235,31 @@ class WorkQueue:
                 self.timed_out += 1
             raise
 
-    @asynccontextmanager
-    async def slot(self, timeout_s: float | None = None) -> AsyncIterator[None]:
-        """Hold one generation slot for the body of the `async with`.
+    def _release_lease(self, held_s: float) -> None:
+        self._mean_hold_s = 0.8 * self._mean_hold_s + 0.2 * held_s
+        self.completed += 1
+        self._release()
+
+    async def lease(self, timeout_s: float | None = None) -> Lease:
+        """Wait for a generation slot and return it as a `Lease`; the caller must `release()` it.
 
         Raises:
             QueueFull: all slots are busy and `max_queue` requests already wait.
             asyncio.TimeoutError: no slot became free within `timeout_s` seconds.
         """
         await self._acquire(timeout_s)
-        started = time.monotonic()
+        return Lease(self)
+
+    @asynccontextmanager
+    async def slot(self, timeout_s: float | None = None) -> AsyncIterator[Lease]:
+        """Hold one generation slot (a `Lease`) for the body of the `async with`.
+
+        Raises:
+            QueueFull: all slots are busy and `max_queue` requests already wait.
+            asyncio.TimeoutError: no slot became free within `timeout_s` seconds.
+        """
+        lease = await self.lease(timeout_s)
         try:
-            yield
+            yield lease
         finally:
-            held = time.monotonic() - started
-            self._mean_hold_s = 0.8 * self._mean_hold_s + 0.2 * held
-            self.completed += 1
-            self._release()
+            lease.release()
