@@ -12,7 +12,8 @@ Variant AB drops the circuit (h = CW c): the ablation that shows what the circui
 Variant BC drops the MPOs (c = W_A x with W_A: d_in -> r, and W_B: r -> d_out starts at 0).
 
 The circuit acts on activations, so the delta is not a matrix and cannot be merged into W0.
-All adapter maths runs in float32 whatever the base dtype; the result is cast back.
+All adapter maths runs in float32 whatever the base dtype and whatever dtype the adapter weights are
+stored in (PEFT's `autocast_adapter_dtype` decides that); the result is cast back.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .circuit import execute, weight_shape
-from .config import QTHAConfig, default_bottleneck
+from .config import QTHAConfig
 from .mpo import MPOLinear
 from .simulator import FrozenCircuit
 
@@ -71,7 +72,8 @@ class QuantumCircuitLayer(nn.Module):
     def forward(self, angles: torch.Tensor) -> torch.Tensor:
         if self.backend == "fast" and not self.execution and not torch.is_grad_enabled():
             return self._frozen()(angles)
-        return execute(angles, self.weights, backend=self.backend, device=self.device_name, **self.execution)
+        weights = self.weights if self.weights.dtype == angles.dtype else self.weights.to(angles.dtype)
+        return execute(angles, weights, backend=self.backend, device=self.device_name, **self.execution)
 
     def _frozen(self) -> FrozenCircuit:
         """The inference form of the circuit for the current weights (rebuilt when they change)."""
@@ -124,13 +126,12 @@ class QTHALayer(BaseTunerLayer):
         self.qtha_variant[adapter_name] = config.variant
         self.qtha_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         if config.has_mpo:
-            m = config.bottleneck or default_bottleneck(d_in, d_out)
-            self.qtha_mpo_a[adapter_name] = MPOLinear(d_in, m, config.mpo_cores, config.bond_dim)
-            self.qtha_mpo_b[adapter_name] = MPOLinear(
-                m, d_out, config.mpo_cores, config.bond_dim, zero_last=True
-            )
+            m, bond = config.mpo_layout(d_in, d_out)
+            self.qtha_mpo_a[adapter_name] = MPOLinear(d_in, m, config.mpo_cores, bond)
+            self.qtha_mpo_b[adapter_name] = MPOLinear(m, d_out, config.mpo_cores, bond)
             self.qtha_mpo_a[adapter_name].reset_parameters(generator=gen)
-            self.qtha_mpo_b[adapter_name].reset_parameters(zero_last=True, generator=gen)
+            # identity start: MPO_B's last core is zero, so the delta is zero
+            self.qtha_mpo_b[adapter_name].reset_parameters(zero_last=config.init_weights, generator=gen)
             a_in, b_out = m, m
         else:
             a_in, b_out = d_in, d_out
@@ -145,14 +146,12 @@ class QTHALayer(BaseTunerLayer):
             self.qtha_qnn[adapter_name] = qnn
             self.qtha_qw[adapter_name] = nn.Linear(r, r, bias=False)
             _kaiming_(self.qtha_qw[adapter_name].weight, gen)
-        if not config.has_mpo:
+        if not config.has_mpo and config.init_weights:
             nn.init.zeros_(self.qtha_w_b[adapter_name].weight)  # BC: the last map starts at zero
+        # Stored in the base layer's dtype, as PEFT does for every method; get_peft_model / from_pretrained
+        # then upcast bf16/fp16 adapters to float32 unless autocast_adapter_dtype=False. The maths runs in
+        # float32 either way (see delta).
         self._move_adapter_to_device_of_base_layer(adapter_name)
-        # Adapter maths is float32 whatever the base dtype (bf16 circuits lose too much precision).
-        for name in (*self.adapter_layer_names, "qtha_dropout"):
-            modules = getattr(self, name)
-            if adapter_name in modules:
-                modules[adapter_name].to(torch.float32)
         self.set_adapter(self.active_adapters)
 
     def merge(self, *args: Any, **kwargs: Any) -> None:
@@ -175,14 +174,18 @@ class QTHALinear(nn.Module, QTHALayer):
         self.update_layer(adapter_name, config)
 
     def delta(self, adapter: str, x: torch.Tensor) -> torch.Tensor:
-        """The adapter's contribution for x (..., d_in), in float32: (..., d_out)."""
+        """The adapter's contribution for x (..., d_in) float32, in float32: (..., d_out).
+
+        Weights stored in bf16/fp16 (``autocast_adapter_dtype=False``) are cast to x's dtype on use, so
+        the maths is float32 either way and their gradients arrive in their own dtype.
+        """
         x = self.qtha_dropout[adapter](x)
         a = self.qtha_mpo_a[adapter](x) if adapter in self.qtha_mpo_a else x  # (..., m) or (..., d_in)
-        c = self.qtha_w_a[adapter](a)  # (..., r) circuit input angles
-        h = self.qtha_cw[adapter](c)  # (..., r) classical path
+        c = _linear(self.qtha_w_a[adapter], a)  # (..., r) circuit input angles
+        h = _linear(self.qtha_cw[adapter], c)  # (..., r) classical path
         if adapter in self.qtha_qnn:
-            h = h + self.qtha_qw[adapter](self.qtha_qnn[adapter](c))  # quantum path
-        b = self.qtha_w_b[adapter](h)  # (..., m) or (..., d_out)
+            h = h + _linear(self.qtha_qw[adapter], self.qtha_qnn[adapter](c))  # quantum path
+        b = _linear(self.qtha_w_b[adapter], h)  # (..., m) or (..., d_out)
         y = self.qtha_mpo_b[adapter](b) if adapter in self.qtha_mpo_b else b
         return y * self.qtha_scaling[adapter]
 
@@ -227,14 +230,17 @@ class QTHALinear(nn.Module, QTHALayer):
         now = _versions(params)
         if now != key:
             with torch.no_grad():
-                p_t = self.qtha_w_a[adapter].weight  # (r, m or d_in)
+                f32 = torch.float32  # folded in float32 whatever dtype the weights are stored in
+                p_t = self.qtha_w_a[adapter].weight.to(f32)  # (r, m or d_in)
                 if adapter in self.qtha_mpo_a:
-                    p_t = p_t @ self.qtha_mpo_a[adapter].to_dense().t()  # (r, d_in)
-                out = self.qtha_w_b[adapter].weight.t() * self.qtha_scaling[adapter]  # (r, m or d_out)
+                    p_t = p_t @ self.qtha_mpo_a[adapter].to_dense(f32).t()  # (r, d_in)
+                out = (
+                    self.qtha_w_b[adapter].weight.to(f32).t() * self.qtha_scaling[adapter]
+                )  # (r, m or d_out)
                 if adapter in self.qtha_mpo_b:
-                    out = out @ self.qtha_mpo_b[adapter].to_dense()  # (r, d_out)
-                m_c = self.qtha_cw[adapter].weight.t() @ out
-                m_q = self.qtha_qw[adapter].weight.t() @ out if adapter in self.qtha_qnn else None
+                    out = out @ self.qtha_mpo_b[adapter].to_dense(f32)  # (r, d_out)
+                m_c = self.qtha_cw[adapter].weight.to(f32).t() @ out
+                m_q = self.qtha_qw[adapter].weight.to(f32).t() @ out if adapter in self.qtha_qnn else None
                 folded = (p_t.contiguous(), m_c.contiguous(), None if m_q is None else m_q.contiguous())
             entry[1:] = [now, folded]
         return folded
@@ -268,6 +274,12 @@ def _versions(tensors: list[torch.Tensor]) -> tuple:
     """A key that changes when any tensor is written in place (its version) or replaced (its storage):
     caches of values derived from weights are rebuilt when it changes."""
     return tuple((t.data_ptr(), t._version) for t in tensors)
+
+
+def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` computed in x's dtype whatever the dtype of the module's (bias-free) weight."""
+    w = module.weight
+    return F.linear(x, w if w.dtype == x.dtype else w.to(x.dtype))
 
 
 def _kaiming_(weight: torch.Tensor, generator: torch.Generator | None) -> None:

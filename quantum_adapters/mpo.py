@@ -101,10 +101,11 @@ class MPOLinear(nn.Module):
     def num_parameters(self) -> int:
         return sum(math.prod(s) for s in self.shapes)
 
-    def to_dense(self) -> torch.Tensor:
-        """The (d_in, d_out) matrix the cores represent."""
-        w = self.cores[0]  # (1, i1, o1, b1)
-        for core in self.cores[1:]:
+    def to_dense(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The (d_in, d_out) matrix the cores represent, contracted in ``dtype`` (default: the cores')."""
+        cores = [c if dtype is None or c.dtype == dtype else c.to(dtype) for c in self.cores]
+        w = cores[0]  # (1, i1, o1, b1)
+        for core in cores[1:]:
             _, i_acc, o_acc, _ = w.shape
             _, i_k, o_k, b_k = core.shape
             # (1, I, O, b) x (b, i, o, b') -> (1, I, i, O, o, b') -> (1, I*i, O*o, b')
@@ -112,17 +113,17 @@ class MPOLinear(nn.Module):
         return w.reshape(self.d_in, self.d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., d_in) -> (..., d_out).
+        """x: (..., d_in) -> (..., d_out), computed in x's dtype (cores stored in another are cast).
 
         Without gradients (evaluation, serving: one token at a time) the dense matrix is cached and
         rebuilt only when a core changes, so decoding pays one matmul per token.
         """
         if torch.is_grad_enabled() and any(c.requires_grad for c in self.cores):
-            return x @ self.to_dense()
-        key = tuple((c.data_ptr(), c._version, c.dtype, c.device) for c in self.cores)
+            return x @ self.to_dense(x.dtype)
+        key = (x.dtype, *((c.data_ptr(), c._version, c.dtype, c.device) for c in self.cores))
         if getattr(self, "_dense_key", None) != key:
             with torch.no_grad():
-                self._dense = self.to_dense()
+                self._dense = self.to_dense(x.dtype)
             self._dense_key = key
         return x @ self._dense
 
