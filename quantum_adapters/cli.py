@@ -1,6 +1,6 @@
 """``qtha-adapters``: count parameters, verify frozen artifacts, print their circuits as OpenQASM.
 
-qtha-adapters params --config CONFIG.json --r 8 --targets q_proj,v_proj [--json]
+qtha-adapters params --config CONFIG.json --r 8 --targets q_proj,v_proj [--param-budget 0.3] [--json]
 qtha-adapters verify ARTIFACT
 qtha-adapters qasm ARTIFACT [--module NAME]
 """
@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["count_params", "main"]
 
@@ -22,16 +23,19 @@ def count_params(
     targets: list[str] | None = None,
     variant: str = "ABC",
     bottleneck: int | None = None,
-) -> dict[str, float]:
+    param_budget: float | None = None,
+) -> dict[str, Any]:
     """Trainable parameters of QTHA and of PEFT's LoRA (same r, same targets) for a model config.
 
-    The model is built on the meta device: no weights are allocated or loaded.
+    The model is built on the meta device: no weights are allocated or loaded. ``layouts`` lists, per
+    adapted layer shape "d_in->d_out", the MPO bottleneck and bond dimension QTHA chose there.
     """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .config import QTHAConfig
+    from .layer import QTHALinear
 
     path = Path(config_path)
     if not path.is_file():
@@ -49,23 +53,41 @@ def count_params(
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(hf_config)
         model = get_peft_model(model, peft_config)
-        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad), model
 
-    qtha = trainable(
-        QTHAConfig(r=r, n_layers=n_layers, target_modules=targets, variant=variant, bottleneck=bottleneck)
+    config = QTHAConfig(
+        r=r,
+        n_layers=n_layers,
+        target_modules=targets,
+        variant=variant,
+        bottleneck=bottleneck,
+        param_budget=param_budget,
     )
-    lora = trainable(LoraConfig(r=r, target_modules=targets))
+    qtha, model = trainable(config)
+    lora, _ = trainable(LoraConfig(r=r, target_modules=targets))
+    layouts: dict[str, dict[str, int]] = {}
+    for module in model.modules():
+        if isinstance(module, QTHALinear) and "default" in module.qtha_mpo_a:
+            mpo = module.qtha_mpo_a["default"]
+            bond = max(s[3] for s in module.qtha_mpo_b["default"].shapes)
+            layouts[f"{module.in_features}->{module.out_features}"] = {
+                "bottleneck": mpo.d_out,
+                "bond_dim": bond,
+            }
     return {
         "qtha_trainable": qtha,
         "lora_trainable": lora,
         "ratio": qtha / lora,
         "reduction_vs_lora": 1 - qtha / lora,
+        "layouts": layouts,
     }
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    result = count_params(args.config, args.r, args.layers, targets, args.variant, args.bottleneck)
+    result = count_params(
+        args.config, args.r, args.layers, targets, args.variant, args.bottleneck, args.param_budget
+    )
     result = {"config": str(args.config), "r": args.r, "targets": targets, **result}
     if args.json:
         print(json.dumps(result))
@@ -75,6 +97,10 @@ def _cmd_params(args: argparse.Namespace) -> int:
         print(f"QTHA trainable    {result['qtha_trainable']:,}")
         print(f"LoRA trainable    {result['lora_trainable']:,}")
         print(f"QTHA / LoRA       {result['ratio']:.1%}  ({result['reduction_vs_lora']:.1%} fewer)")
+        for shape, layout in result["layouts"].items():
+            print(
+                f"  {shape:<14}  MPO bottleneck {layout['bottleneck']}, bond dimension {layout['bond_dim']}"
+            )
     return 0
 
 
@@ -119,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--variant", default="ABC", choices=["ABC", "AB", "BC"], help="adapter variant (default ABC)"
     )
     p.add_argument("--bottleneck", type=int, default=None, help="MPO bottleneck m (default: per-layer rule)")
+    p.add_argument(
+        "--param-budget",
+        type=float,
+        default=None,
+        help="size QTHA to at most this fraction of LoRA's parameters per layer, e.g. 0.3 (default: off)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_params)
 

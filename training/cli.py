@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--variant", choices=["ABC", "AB", "BC"], help="QTHA variant: ABC reference, AB no circuit, BC no MPO")
     a("--r", "--rank", dest="r", type=int, help="rank = qubits (default 4); use --rank under torchrun")
     a("--layers", type=int, help="circuit layers (default r)")
+    a(
+        "--param-budget",
+        dest="param_budget",
+        type=float,
+        help="QTHA at most this fraction of LoRA's parameters per layer, e.g. 0.3 (default: off)",
+    )
     a("--targets", help="comma-separated modules to adapt (default q_proj,v_proj)")
     a("--alpha", type=float, help="output scaling numerator alpha (delta * alpha / r; default 16)")
     a("--dropout", type=float, help="adapter input dropout (default 0.05)")

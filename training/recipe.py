@@ -64,6 +64,9 @@ class TrainConfig:
     """Rank (= qubits for QTHA). Same r for LoRA so the comparison is like for like."""
     layers: int | None = None
     """Circuit layers (default r)."""
+    param_budget: float | None = None
+    """QTHA only: size each adapter to at most this fraction of LoRA's parameters at the same r (e.g.
+    0.3; QTHAConfig.param_budget). None keeps the default sizes."""
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     """Modules to adapt."""
     alpha: float = 16.0
@@ -126,6 +129,12 @@ class TrainConfig:
             raise TrainError(f"--lr: expected a positive number; got {self.lr!r}")
         if self.bf16 not in ("auto", "yes", "no"):
             raise TrainError(f"bf16: expected auto, yes or no; got {self.bf16!r}")
+        if self.param_budget is not None and self.method != "qtha":
+            raise TrainError(f"--param-budget: applies to --method qtha; got --method {self.method}")
+        if self.param_budget is not None and not (
+            isinstance(self.param_budget, (int, float)) and 0 < self.param_budget <= 1
+        ):
+            raise TrainError(f"--param-budget: expected a fraction in (0, 1]; got {self.param_budget!r}")
         if isinstance(self.targets, str):
             self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
 
@@ -154,6 +163,7 @@ def _peft_config(cfg: TrainConfig):
         target_modules=list(cfg.targets),
         variant=cfg.variant,
         init_seed=cfg.seed,
+        param_budget=cfg.param_budget,
     )
 
 

@@ -82,3 +82,29 @@ def test_verify_and_qasm(tmp_path, tiny_model_dirs, capsys):
     assert main(["verify", str(art)]) == 2
     err = capsys.readouterr().err
     assert "adapter_config.json: sha256 mismatch" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "qwen2.5-0.5b"])
+def test_params_with_a_budget_meets_the_reference_ratio_on_small_models(name, capsys):
+    config = str(ROOT / f"configs/hf/{name}.json")
+    default = count_params(config, r=4)
+    assert default["ratio"] > 0.8  # the default sizes: about LoRA's count on these small layers
+    assert main(["params", "--config", config, "--r", "4", "--param-budget", "0.3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["lora_trainable"] == default["lora_trainable"]
+    assert 0.2 <= out["ratio"] <= 0.30
+    assert len(out["layouts"]) == 2 and all(v["bond_dim"] < 8 for v in out["layouts"].values())
+
+
+def test_params_default_counts_on_smollm2_are_unchanged():
+    out = count_params(ROOT / "configs/hf/smollm2-135m.json", r=4)
+    assert (out["qtha_trainable"], out["lora_trainable"]) == (191_160, 230_400)
+
+
+def test_params_bad_budget_is_one_line(capsys):
+    config = str(ROOT / "configs/hf/smollm2-135m.json")
+    assert main(["params", "--config", config, "--param-budget", "2"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "param_budget: expected a fraction" in err and "got 2.0" in err and len(err.strip().splitlines()) == 1
+    )
