@@ -7,6 +7,7 @@ temporary folder stand in for them, found through the same package lookup.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,7 @@ def test_corrupted_cache_is_rebuilt(fake_model, tmp_path):
 
 
 def test_known_names_in_error():
-    with pytest.raises(ModelError, match="qwen2.5-coder-0.5b-instruct"):
+    with pytest.raises(ModelError, match=re.escape("qwen2.5-coder-0.5b-instruct")):
         resolve_model("no-such-model")
 
 
