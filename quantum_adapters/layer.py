@@ -39,6 +39,16 @@ MERGE_MESSAGE = (
     "activations (a non-linear map), so the adapter is not a weight delta. Serve the frozen adapter "
     "alongside the base model instead."
 )
+_MERGE_MESSAGE_AB = (
+    "QTHA adapters are not merged into the base weights: variant AB has no circuit, so its delta is linear, "
+    "but merging is not implemented for QTHA (every variant is served by the same unmerged path). Serve "
+    "the frozen adapter alongside the base model instead."
+)
+
+
+def merge_message(variants: set[str] | list[str]) -> str:
+    """Why merging is refused for adapters of these variants (the circuit's reason when any has one)."""
+    return MERGE_MESSAGE if not variants or set(variants) - {"AB"} else _MERGE_MESSAGE_AB
 
 
 class NotMergeableError(RuntimeError):
@@ -155,13 +165,13 @@ class QTHALayer(BaseTunerLayer):
         self.set_adapter(self.active_adapters)
 
     def merge(self, *args: Any, **kwargs: Any) -> None:
-        raise NotMergeableError(MERGE_MESSAGE)
+        raise NotMergeableError(merge_message(list(self.qtha_variant.values())))
 
     def unmerge(self) -> None:
         """Nothing is ever merged, so there is nothing to undo."""
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
-        raise NotMergeableError(MERGE_MESSAGE)
+        raise NotMergeableError(merge_message([self.qtha_variant.get(adapter, "ABC")]))
 
 
 class QTHALinear(nn.Module, QTHALayer):

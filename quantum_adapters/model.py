@@ -8,6 +8,9 @@ several named adapters, ``set_adapter``, ``disable_adapter``) to PEFT's generic 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
@@ -17,7 +20,7 @@ from torch import nn
 
 from ._peft_type import QTHA_PEFT_TYPE
 from .config import QTHAConfig
-from .layer import MERGE_MESSAGE, NotMergeableError, QTHALayer, QTHALinear
+from .layer import NotMergeableError, QTHALayer, QTHALinear, merge_message
 
 __all__ = ["QTHAModel"]
 
@@ -79,7 +82,40 @@ class QTHAModel(BaseTuner):
         return config
 
     def _check_merge_allowed(self) -> None:
-        raise NotMergeableError(MERGE_MESSAGE)
+        raise NotMergeableError(merge_message([c.variant for c in self.peft_config.values()]))
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any) -> Iterator[None]:
+        """PEFT's mixed-batch convention: ``model(..., adapter_names=[...])``, one name per row and
+        ``"__base__"`` for the base model, reaches every QTHA layer's forward (through a pre-forward hook,
+        as PEFT's LoRA does), where :meth:`QTHALinear._mixed_batch_forward` groups the rows by adapter."""
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError(
+                "adapter_names: mixed-adapter batches are for inference; call model.eval() first"
+            )
+        layers = [m for m in self.model.modules() if isinstance(m, QTHALayer)]
+        known = set().union(*(layer.qtha_w_a.keys() for layer in layers))
+        unknown = sorted({n for n in adapter_names if n != "__base__"} - known)
+        if unknown:
+            raise ValueError(
+                f"adapter_names: unknown adapter(s) {', '.join(unknown)}; loaded: {', '.join(sorted(known))}"
+            )
+        hook = partial(_inject_adapter_names, adapter_names=list(adapter_names))
+        handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _inject_adapter_names(module: nn.Module, args: tuple, kwargs: dict, adapter_names: list[str]):
+    kwargs["adapter_names"] = adapter_names
+    return args, kwargs
 
 
 def _with_seed(config: QTHAConfig, seed: int) -> QTHAConfig:
