@@ -7,12 +7,36 @@ An artifact is a directory, written once and never changed:
     circuit.qasm                QTHA with a circuit: the first adapted module's trained circuit (OpenQASM 3,
                                 input angles as named parameters); `qtha-adapters qasm` prints any module
     manifest.json               base-model identity and sha256, method and hyper-parameters, circuit
-                                description, parameter counts, training summary, metrics, and the
-                                sha256 of every other file
+                                description, parameter counts, training summary (the system prompt serving
+                                uses), metrics, the sha256 of every file above, and its own digest
+    manifest.sha256             the sha256 of manifest.json's bytes, in ``sha256sum`` format
+                                (``sha256sum -c manifest.sha256`` checks it without qtha)
+    manifest.sig                optional: an ed25519 signature of manifest.json (``qtha-adapters sign``)
+
+Whole-artifact integrity: a changed byte in any file is refused, naming the file.
+
+- The files of the first three rows are covered by their sha256 in ``manifest["files"]``.
+- manifest.json covers itself twice. ``manifest["manifest_sha256"]`` is the sha256 of the canonical JSON of
+  everything else in it (sorted keys, no whitespace), so any change of content is caught, and the file
+  must be byte-for-byte the text :func:`freeze` writes for that content (``json.dumps(indent=2,
+  sort_keys=True)`` plus a newline), so a whitespace-only, key-order or escape edit is caught too. Both
+  failures name manifest.json.
+- manifest.sha256 holds the sha256 of manifest.json's bytes. It is listed nowhere else: when manifest.json
+  passes its own two checks but not this one, manifest.sha256 changed (or manifest.json was rewritten with
+  a recomputed digest), and manifest.sha256 is named.
+- manifest.sig, when present, must verify against the public key it carries, so a flipped byte there is
+  refused as well; ``verify(..., public_key=...)`` also requires that key, which says who froze it.
+
+Without a signature this protects against accidents and casual edits, not against someone who rewrites
+a file and then recomputes every digest: that is what signing is for.
+
+Every reader goes through the checks: :func:`read_manifest` returns a manifest only after its own two
+checks and manifest.sha256; :func:`verify` also checks every other file; :func:`load_frozen` loads only
+verified bytes. Artifacts frozen by format 1 (no manifest digest, no manifest.sha256) are refused with a
+message to re-freeze them (``qtha-adapters refreeze OLD NEW``): their manifest cannot be verified.
 
 Writing goes to a temporary sibling directory that is renamed into place, so a failure never leaves
-a half-written artifact. Loading verifies every hash before reading a tensor and refuses a mismatch,
-then loads the tensors with ``requires_grad=False``.
+a half-written artifact. Tensors load with ``requires_grad=False``.
 """
 
 from __future__ import annotations
@@ -21,6 +45,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,19 +65,28 @@ __all__ = [
     "ArtifactError",
     "adapter_modules",
     "freeze",
+    "generate_key",
     "load_frozen",
     "module_qasm",
     "read_manifest",
+    "refreeze",
+    "sign",
+    "signer_key",
     "verify",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest.json covered by its own digest and by manifest.sha256
 CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE, QASM_FILE = (
     "adapter_config.json",
     "adapter_model.safetensors",
     "manifest.json",
     "circuit.qasm",
 )
+DIGEST_FILE, SIGNATURE_FILE = "manifest.sha256", "manifest.sig"
+DIGEST_FIELD = "manifest_sha256"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DIGEST_LINE = re.compile(rb"([0-9a-f]{64})  manifest\.json\n")
+_SIGNATURE_TEXT = re.compile(rb"ed25519 ([0-9a-f]{64})\n([0-9a-f]{128})\n")
 
 
 class ArtifactError(ValueError):
@@ -61,6 +95,22 @@ class ArtifactError(ValueError):
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _manifest_text(manifest: dict[str, Any]) -> str:
+    """The exact text of manifest.json for ``manifest``: a verified file is byte-for-byte this."""
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the manifest without its digest field."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_FIELD}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _sha256_bytes(canonical.encode())
+
+
+def _digest_line(manifest_bytes: bytes) -> str:
+    return f"{_sha256_bytes(manifest_bytes)}  {MANIFEST_FILE}\n"
 
 
 def _jsonable(value: Any) -> Any:
@@ -149,7 +199,7 @@ def freeze(
         if modules:
             (tmp / QASM_FILE).write_text(module_qasm(state, modules[0]))
         manifest["files"] = {p.name: _sha256_bytes(p.read_bytes()) for p in sorted(tmp.iterdir())}
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _write_manifest(tmp, manifest)
         for p in tmp.iterdir():
             p.chmod(0o444)
         os.replace(tmp, out)
@@ -163,35 +213,120 @@ def _is_adapter_param(name: str) -> bool:
     return any(part.startswith(("qtha_", "lora_")) for part in name.split("."))
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The manifest of an artifact (not verified; use :func:`verify` before trusting the files)."""
-    folder = Path(path)
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """manifest.json with its own digest, and manifest.sha256 with the digest of its bytes."""
+    manifest = json.loads(json.dumps(manifest))  # as a reader parses it (e.g. int keys become strings)
+    manifest.pop(DIGEST_FIELD, None)
+    manifest[DIGEST_FIELD] = _manifest_digest(manifest)
+    text = _manifest_text(manifest).encode()
+    (folder / MANIFEST_FILE).write_bytes(text)
+    (folder / DIGEST_FILE).write_text(_digest_line(text))
+
+
+def _load_manifest_json(folder: Path) -> tuple[dict[str, Any], bytes]:
+    """manifest.json parsed (a qtha manifest, any format version) and its bytes; nothing verified."""
     mpath = folder / MANIFEST_FILE
     if not folder.is_dir():
         raise ArtifactError(f"artifact not found: {folder} is not a directory")
     if not mpath.is_file():
-        raise ArtifactError(f"{folder}: no {MANIFEST_FILE} (not a frozen qtha artifact)")
+        raise ArtifactError(f"{mpath}: missing (not a frozen qtha artifact, or its manifest was deleted)")
+    data = mpath.read_bytes()
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{mpath}: not UTF-8 text (byte {exc.start}): changed after freezing") from None
     except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{mpath}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+        raise ArtifactError(
+            f"{mpath}: invalid JSON at line {exc.lineno} ({exc.msg}): changed after freezing"
+        ) from None
     if not isinstance(manifest, dict) or "files" not in manifest or "base_model" not in manifest:
         raise ArtifactError(f"{mpath}: missing 'files' or 'base_model' (not a qtha manifest)")
-    return manifest
+    return manifest, data
 
 
-def verify(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Check every file's sha256 against the manifest; return (manifest, verified file bytes)."""
+def _checked_manifest(folder: Path) -> tuple[dict[str, Any], bytes]:
+    """manifest.json after its own digest, its exact form and manifest.sha256 are checked; its bytes."""
+    manifest, data = _load_manifest_json(folder)
+    mpath = folder / MANIFEST_FILE
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION or DIGEST_FIELD not in manifest:
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"{mpath}: format {version} was written by a newer qtha (this one reads format "
+                f"{FORMAT_VERSION}); upgrade qtha to load it"
+            )
+        raise ArtifactError(
+            f"{mpath}: format {version!r} has no manifest digest, so its manifest (system prompt, base "
+            f"model, metrics) cannot be verified; re-freeze it: check manifest.json, then run "
+            f"`qtha-adapters refreeze {folder} NEW_DIR`, or train again"
+        )
+    if manifest[DIGEST_FIELD] != _manifest_digest(manifest):
+        raise ArtifactError(
+            f"{mpath}: its content does not match its own digest ({DIGEST_FIELD}): the manifest was changed "
+            "after freezing; refusing it"
+        )
+    if data != _manifest_text(manifest).encode():
+        raise ArtifactError(
+            f"{mpath}: not byte-for-byte as frozen (whitespace, key order or escapes were changed after "
+            "freezing); refusing it"
+        )
+    dpath = folder / DIGEST_FILE
+    if not dpath.is_file():
+        raise ArtifactError(
+            f"{dpath}: missing (it holds the sha256 of {MANIFEST_FILE}); refusing the artifact"
+        )
+    match = _DIGEST_LINE.fullmatch(dpath.read_bytes())
+    if match is None:
+        raise ArtifactError(
+            f"{dpath}: malformed (expected one line '<sha256>  {MANIFEST_FILE}'): changed after freezing"
+        )
+    if match.group(1).decode() != _sha256_bytes(data):
+        raise ArtifactError(
+            f"{dpath}: sha256 mismatch with {MANIFEST_FILE}: {DIGEST_FILE} was changed after freezing, or "
+            f"{MANIFEST_FILE} was rewritten with a recomputed digest; refusing the artifact"
+        )
+    return manifest, data
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of an artifact, checked against its own digest and manifest.sha256.
+
+    The other files are not read: :func:`verify` checks them (and :func:`load_frozen` calls it).
+    """
+    return _checked_manifest(Path(path))[0]
+
+
+def verify(
+    path: str | Path, *, public_key: str | Path | None = None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Check every file of the artifact; return (manifest, verified file bytes by name).
+
+    manifest.json against its own digest and form, manifest.sha256 against manifest.json, every other
+    file against its sha256 in the manifest; no file may be missing or added. A manifest.sig present
+    must verify; with ``public_key`` (an ed25519 public key PEM file) a signature by that key is required.
+    """
     folder = Path(path)
-    manifest = read_manifest(folder)
-    expected: dict[str, str] = manifest["files"]
+    manifest, manifest_bytes = _checked_manifest(folder)
+    mpath = folder / MANIFEST_FILE
+    expected = manifest["files"]
+    if not isinstance(expected, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _HEX64.fullmatch(v) for k, v in expected.items()
+    ):
+        raise ArtifactError(f"{mpath}: 'files' must map file names to sha256 hex digests")
     for required in (CONFIG_FILE, WEIGHTS_FILE):
         if required not in expected:
-            raise ArtifactError(f"{folder / MANIFEST_FILE}: 'files' does not list {required}")
-    present = {p.name for p in folder.iterdir() if p.name != MANIFEST_FILE}
+            raise ArtifactError(f"{mpath}: 'files' does not list {required}")
+    own = {MANIFEST_FILE, DIGEST_FILE, SIGNATURE_FILE}
+    listed_own = sorted(own & set(expected))
+    if listed_own:
+        raise ArtifactError(f"{mpath}: 'files' lists {listed_own[0]}, which it cannot cover")
+    present = {p.name for p in folder.iterdir()} - own
     extra = sorted(present - set(expected))
     if extra:
-        raise ArtifactError(f"{folder}: unexpected file {extra[0]} not listed in the manifest")
+        raise ArtifactError(
+            f"{folder / extra[0]}: unexpected file, not listed in the manifest (added after freezing); "
+            "refusing the artifact"
+        )
     blobs: dict[str, bytes] = {}
     for name, digest in sorted(expected.items()):
         fpath = folder / name
@@ -205,7 +340,171 @@ def verify(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
                 "the artifact was changed after freezing; refusing to load it"
             )
         blobs[name] = data
+    signer = _check_signature(folder, manifest_bytes)
+    if public_key is not None:
+        wanted = _public_key_hex(public_key)
+        if signer is None:
+            raise ArtifactError(f"{folder}: not signed (no {SIGNATURE_FILE}), but a public key was given")
+        if signer != wanted:
+            raise ArtifactError(
+                f"{folder / SIGNATURE_FILE}: signed by key {signer[:16]}..., not by {public_key} "
+                f"({wanted[:16]}...)"
+            )
     return manifest, blobs
+
+
+def signer_key(path: str | Path) -> str | None:
+    """Hex of the ed25519 public key that signed a verified artifact (None: not signed)."""
+    folder = Path(path)
+    return _check_signature(folder, _checked_manifest(folder)[1])
+
+
+# ---- signing (ed25519, the ``cryptography`` package) --------------------------------------------------
+
+
+def _ed25519():
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise ImportError(
+            "signing artifacts needs the 'cryptography' package: pip install 'cryptography>=41'"
+        ) from None
+    return ed25519, serialization, InvalidSignature
+
+
+def _check_signature(folder: Path, manifest_bytes: bytes) -> str | None:
+    """Verify manifest.sig (if present) against the key it carries; return that key's hex."""
+    spath = folder / SIGNATURE_FILE
+    if not spath.exists():
+        return None
+    match = _SIGNATURE_TEXT.fullmatch(spath.read_bytes()) if spath.is_file() else None
+    if match is None:
+        raise ArtifactError(
+            f"{spath}: malformed (expected 'ed25519 <public key hex>' and '<signature hex>' lines): "
+            "changed after signing"
+        )
+    ed25519, _, invalid = _ed25519()
+    key_hex, sig_hex = match.group(1).decode(), match.group(2).decode()
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex)).verify(
+            bytes.fromhex(sig_hex), manifest_bytes
+        )
+    except (invalid, ValueError):
+        raise ArtifactError(
+            f"{spath}: the signature does not verify for {MANIFEST_FILE} with the key it names: changed "
+            "after signing; refusing the artifact"
+        ) from None
+    return key_hex
+
+
+def _public_key_hex(path: str | Path) -> str:
+    ed25519, serialization, _ = _ed25519()
+    file = Path(path)
+    if not file.is_file():
+        raise ArtifactError(f"--public-key: file not found: {file}")
+    try:
+        key = serialization.load_pem_public_key(file.read_bytes())
+    except ValueError:
+        raise ArtifactError(f"--public-key {file}: not a PEM public key") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ArtifactError(f"--public-key {file}: expected an ed25519 key; got {type(key).__name__}")
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return raw.hex()
+
+
+def generate_key(path: str | Path) -> tuple[Path, Path]:
+    """Write a new ed25519 private key to ``path`` (PEM, mode 600) and its public key to ``path.pub``."""
+    ed25519, serialization, _ = _ed25519()
+    private, public = Path(path), Path(f"{path}.pub")
+    for p in (private, public):
+        if p.exists():
+            raise ArtifactError(f"{p} already exists: choose another path (keys are never overwritten)")
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def sign(path: str | Path, key: str | Path) -> str:
+    """Verify the artifact, then add manifest.sig signed with the ed25519 private key file ``key``.
+
+    Returns the public key's hex. An artifact is signed once; a signed one is refused.
+    """
+    ed25519, serialization, _ = _ed25519()
+    folder = Path(path)
+    kpath = Path(key)
+    if not kpath.is_file():
+        raise ArtifactError(f"--key: file not found: {kpath}")
+    try:
+        private = serialization.load_pem_private_key(kpath.read_bytes(), password=None)
+    except (ValueError, TypeError):
+        raise ArtifactError(f"--key {kpath}: not an unencrypted PEM private key") from None
+    if not isinstance(private, ed25519.Ed25519PrivateKey):
+        raise ArtifactError(f"--key {kpath}: expected an ed25519 key; got {type(private).__name__}")
+    verify(folder)
+    if (folder / SIGNATURE_FILE).exists():
+        raise ArtifactError(f"{folder / SIGNATURE_FILE}: the artifact is already signed")
+    manifest_bytes = (folder / MANIFEST_FILE).read_bytes()
+    key_hex = (
+        private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    )
+    text = f"ed25519 {key_hex}\n{private.sign(manifest_bytes).hex()}\n"
+    tmp = folder / f".{SIGNATURE_FILE}.tmp"
+    tmp.write_text(text)
+    tmp.chmod(0o444)
+    os.replace(tmp, folder / SIGNATURE_FILE)
+    _check_signature(folder, manifest_bytes)
+    return key_hex
+
+
+def refreeze(old: str | Path, new: str | Path) -> Path:
+    """Re-freeze a format-1 artifact at ``new``: its files are checked against its manifest, which is
+    then taken as it is (read it first: format 1 cannot prove it unchanged) and given a digest."""
+    folder, out = Path(old), Path(new)
+    manifest, _ = _load_manifest_json(folder)
+    if manifest.get("format_version") != 1:
+        raise ArtifactError(
+            f"{folder / MANIFEST_FILE}: expected a format-1 artifact; got format {manifest.get('format_version')!r}"
+        )
+    if out.exists():
+        raise ArtifactError(
+            f"{out} already exists: a frozen artifact is never overwritten; choose another path"
+        )
+    expected: dict[str, str] = manifest["files"]
+    present = {p.name for p in folder.iterdir()} - {MANIFEST_FILE}
+    if present - set(expected):
+        raise ArtifactError(
+            f"{folder / sorted(present - set(expected))[0]}: unexpected file, not listed in the manifest"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name, digest in sorted(expected.items()):
+            fpath = folder / name
+            data = fpath.read_bytes() if fpath.is_file() else None
+            if data is None or _sha256_bytes(data) != digest:
+                raise ArtifactError(f"{fpath}: missing or sha256 mismatch: it cannot be re-frozen")
+            (tmp / name).write_bytes(data)
+        manifest = {**manifest, "format_version": FORMAT_VERSION, "refrozen_from": str(folder.resolve())}
+        _write_manifest(tmp, manifest)
+        for p in tmp.iterdir():
+            p.chmod(0o444)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def load_frozen(
@@ -214,13 +513,15 @@ def load_frozen(
     *,
     adapter_name: str = "default",
     base: ModelSource | None = None,
+    public_key: str | Path | None = None,
 ) -> tuple[PeftModel, dict[str, Any]]:
-    """Verify the artifact, then load it onto ``model`` (a transformers model or a PeftModel) as
-    ``adapter_name`` with ``requires_grad=False``. Returns (peft_model, manifest).
+    """Verify the artifact (every file, see :func:`verify`), then load it onto ``model`` (a transformers
+    model or a PeftModel) as ``adapter_name`` with ``requires_grad=False``. Returns (peft_model, manifest).
 
-    With ``base`` given, an artifact made for another base model is refused, naming both.
+    With ``base`` given, an artifact made for another base model is refused, naming both; with
+    ``public_key``, one not signed by that key.
     """
-    manifest, blobs = verify(path)
+    manifest, blobs = verify(path, public_key=public_key)
     if base is not None and manifest["base_model"].get("sha256") != base.sha256:
         made_for = manifest["base_model"]
         raise ArtifactError(

@@ -1,7 +1,10 @@
 """``qtha-adapters``: count parameters, verify frozen artifacts, print their circuits as OpenQASM.
 
 qtha-adapters params --config CONFIG.json --r 8 --targets q_proj,v_proj [--param-budget 0.3] [--json]
-qtha-adapters verify ARTIFACT
+qtha-adapters verify ARTIFACT [--public-key KEY.pub]
+qtha-adapters keygen KEY                      (writes KEY, the private key, and KEY.pub)
+qtha-adapters sign ARTIFACT --key KEY
+qtha-adapters refreeze OLD_ARTIFACT NEW_DIR   (a format-1 artifact, after checking its manifest.json)
 qtha-adapters qasm ARTIFACT [--module NAME]
 """
 
@@ -105,14 +108,41 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .artifact import verify
+    from .artifact import signer_key, verify
 
-    manifest, blobs = verify(args.artifact)
+    manifest, blobs = verify(args.artifact, public_key=args.public_key)
     base = manifest["base_model"]
+    signer = signer_key(args.artifact)
+    signed = f"; signed by ed25519 key {signer[:16]}..." if signer else "; not signed"
     print(
-        f"ok: {args.artifact} ({len(blobs)} files verified; {manifest['adapter']['method']} adapter for "
-        f"{base.get('name')} sha256 {str(base.get('sha256'))[:12]}...)"
+        f"ok: {args.artifact} ({len(blobs)} files and the manifest verified{signed}; "
+        f"{manifest['adapter']['method']} adapter for {base.get('name')} sha256 "
+        f"{str(base.get('sha256'))[:12]}...)"
     )
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .artifact import generate_key
+
+    private, public = generate_key(args.key)
+    print(f"private key {private} (keep it secret), public key {public} (give it to those who verify)")
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from .artifact import sign
+
+    key_hex = sign(args.artifact, args.key)
+    print(f"signed: {args.artifact} (ed25519 key {key_hex[:16]}...)")
+    return 0
+
+
+def _cmd_refreeze(args: argparse.Namespace) -> int:
+    from .artifact import refreeze
+
+    out = refreeze(args.artifact, args.out)
+    print(f"re-frozen: {out} (manifest of {args.artifact} taken as it is, now covered by its digest)")
     return 0
 
 
@@ -154,9 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_params)
 
-    p = sub.add_parser("verify", help="check every file of a frozen artifact against its manifest")
+    p = sub.add_parser("verify", help="check every file of a frozen artifact, the manifest included")
     p.add_argument("artifact", help="artifact directory")
+    p.add_argument("--public-key", default=None, help="require a signature by this ed25519 public key (PEM)")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("keygen", help="make an ed25519 key pair for signing artifacts")
+    p.add_argument("key", help="private key file to write (the public key goes to KEY.pub)")
+    p.set_defaults(func=_cmd_keygen)
+
+    p = sub.add_parser("sign", help="sign a frozen artifact's manifest (adds manifest.sig)")
+    p.add_argument("artifact", help="artifact directory")
+    p.add_argument("--key", required=True, help="ed25519 private key (PEM, from qtha-adapters keygen)")
+    p.set_defaults(func=_cmd_sign)
+
+    p = sub.add_parser("refreeze", help="re-freeze an artifact of format 1 (no manifest digest)")
+    p.add_argument("artifact", help="the old artifact directory (read its manifest.json first)")
+    p.add_argument("out", help="new artifact directory (must not exist)")
+    p.set_defaults(func=_cmd_refreeze)
 
     p = sub.add_parser("qasm", help="print the trained circuit of an artifact as OpenQASM")
     p.add_argument("artifact", help="artifact directory")
@@ -169,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as exc:  # user input problems: one line, no traceback
+    except (ValueError, OSError, ImportError) as exc:  # user input problems: one line, no traceback
         print(f"qtha-adapters {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -74,6 +74,7 @@ def test_two_step_run_loss_matches_independent_computation(tiny_chat_model_dir, 
         "adapter_model.safetensors",
         "circuit.qasm",
         "manifest.json",
+        "manifest.sha256",
     ]
     manifest = json.loads((art / "manifest.json").read_text())
     assert manifest["training"]["domain"] == "math" and manifest["training"]["system_prompt"]
