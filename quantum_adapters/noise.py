@@ -25,9 +25,8 @@ outcomes from the 2^n-outcome distribution ``P_meas`` (a multinomial, sampled as
 splits: bit 0, then bit 1 given bit 0, ...) and returns the sample means of ``1 - 2 m_i``: what a device
 returns after S shots.
 
-How it is computed (exactly, in float64 on the CPU; no gradients: shots and noise are for evaluation,
-train with the exact ``'fast'`` backend). Gates come one at a time from :func:`circuit.gates`, so that a
-channel can follow each:
+How it is computed (exactly, in float64 on the CPU, without gradients). Gates come one at a time from
+:func:`circuit.gates`, so that a channel can follow each:
 
 * noise-free: the state vector, ``B x 2^n`` amplitudes;
 * noisy: the density matrix in the Pauli basis, ``rho = 2^-n sum_P r_P P`` with ``r_P = Tr(P rho)`` real,
@@ -41,6 +40,17 @@ For r <= 4 the trained part of each layer (everything between two data re-upload
 weights into one matrix (``2^n x 2^n`` unitary, or ``4^n x 4^n`` transfer matrix), so a call costs a few
 tensor operations per layer; larger r applies the gates one by one. Rows go in chunks that bound memory
 (r = 10 with noise: ``4^10`` numbers, 8 MiB, per row).
+
+Noise-aware training (:func:`density_expvals`, what ``noisy_expvals`` runs when its inputs or weights
+need gradients, with ``shots=None``) is the same exact Pauli-basis density matrix written with
+out-of-place torch ops, so autograd differentiates it: per layer, the data RYs (each a 4 x 4 mixing of
+(r_X, r_Z) per row, times ``lam``) and one ``4^n x 4^n`` transfer matrix of the trained gates and their
+channels, built from the weights on every call (differentiable in them). Readout error is per qubit, so
+on a marginal it is affine: ``<Z_i>_measured = a + b <Z_i>`` with ``a = (M00 - M01 + M10 - M11) / 2`` and
+``b = (M00 - M01 - M10 + M11) / 2``; ``<Z_i> = r_{Z_i}`` is one component of the Pauli vector. Exact, not
+sampled: there is no gradient estimator to bias. It costs ``B x 4^n x 4^n`` multiply-adds per layer
+(r = 4: 256 x 256 per token), so it is for small r; r > 4 applies the gates one by one (autograd then
+keeps ``4^n`` numbers per row per gate).
 """
 
 from __future__ import annotations
@@ -56,7 +66,7 @@ from torch import Tensor
 
 from .circuit import _check_weights, gates
 
-__all__ = ["IDEAL_READOUT", "NOISE_MODELS", "NoiseModel", "noise_model", "noisy_expvals"]
+__all__ = ["IDEAL_READOUT", "NOISE_MODELS", "NoiseModel", "density_expvals", "noise_model", "noisy_expvals"]
 
 Readout = tuple[tuple[float, float], tuple[float, float]]
 
@@ -190,8 +200,10 @@ def noisy_expvals(
         chunk: rows simulated at a time (fewer for density matrices of many qubits, to bound memory).
 
     Returns:
-        ``(..., n)`` values in [-1, 1] in ``inputs``' dtype. Not differentiable: call it under
-        ``torch.no_grad()`` (or on tensors that do not require gradients).
+        ``(..., n)`` values in [-1, 1] in ``inputs``' dtype. With ``shots=None`` and inputs or weights
+        that require gradients (and grad mode on) the result comes from :func:`density_expvals`, the
+        same exact values, differentiable: noise-aware training. Shots have no gradient: sampled calls
+        must run under ``torch.no_grad()`` (or on tensors that do not require gradients).
     """
     _check_weights(weights, "noisy_expvals(weights)")
     n_layers, _, n = weights.shape
@@ -210,10 +222,12 @@ def noisy_expvals(
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"noisy_expvals(chunk): expected a positive integer; got {chunk!r}")
     if torch.is_grad_enabled() and (inputs.requires_grad or weights.requires_grad):
-        raise ValueError(
-            "noisy_expvals: expected to run without gradients (under torch.no_grad() or inference_mode); "
-            "shots and noise are for evaluation: train with the exact backend='fast'"
-        )
+        if shots is not None:
+            raise ValueError(
+                f"noisy_expvals: shots={shots} has no gradient; expected shots=None to train through the noise "
+                "(the exact density matrix), or a call under torch.no_grad() to evaluate with shots"
+            )
+        return density_expvals(inputs, weights, noise)
     rows = math.prod(inputs.shape[:-1])
     if rows == 0:
         return inputs.new_zeros(inputs.shape)
@@ -237,6 +251,137 @@ def noisy_expvals(
             probs = _sample_counts(probs, shots, n, generator) / shots
         out[start : start + chunk] = probs @ z_sign
     return out.to(inputs.dtype).reshape(inputs.shape)
+
+
+def density_expvals(inputs: Tensor, weights: Tensor, noise: NoiseModel | str | None) -> Tensor:
+    """Exact <Z_i> under ``noise`` (shots=None), differentiable in ``inputs`` and ``weights``.
+
+    The exact density-matrix simulation of the module docstring ("Noise-aware training") in ``inputs``'
+    dtype (float32 in training; float64 for tests against :func:`noisy_expvals`' float64 path).
+
+    Args:
+        inputs: ``(..., n)`` input angles, one circuit per row.
+        weights: ``(L, 4, n)`` trained angles.
+        noise: a :class:`NoiseModel`, a name or spec for :func:`noise_model`, or ``None``.
+
+    Returns:
+        ``(..., n)`` values of <Z_i> after gate noise and readout error, with autograd's graph.
+    """
+    _check_weights(weights, "density_expvals(weights)")
+    n_layers, _, n = weights.shape
+    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
+        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"density_expvals(inputs): expected shape (..., {n}) to match weights; got {got}")
+    if not inputs.is_floating_point():
+        raise TypeError(
+            f"density_expvals(inputs): expected a floating-point tensor; got dtype {inputs.dtype}"
+        )
+    noise = noise_model(noise)
+    p1, p2 = (noise.p1, noise.p2) if noise is not None else (0.0, 0.0)
+    lam1, lam2 = 1.0 - 4.0 * p1 / 3.0, 1.0 - 4.0 * p2 / 3.0
+    dtype = inputs.dtype
+    x = inputs.reshape(-1, n)  # (B, n)
+    w = weights.to(device=x.device, dtype=dtype)
+    size = 4**n
+    cos, sin = torch.cos(x), torch.sin(x)  # (B, n): data RY(c_i) turns (r_X, r_Z) of wire i by c_i
+    # Layer 0's data RYs act on |0...0>: a product state, per wire (1, lam sin c, 0, lam cos c).
+    state = x.new_ones(x.shape[0], 1)
+    for wire in range(n):
+        local = torch.stack(
+            (torch.ones_like(cos[:, wire]), lam1 * sin[:, wire], 0 * cos[:, wire], lam1 * cos[:, wire]), -1
+        )
+        state = (state[:, :, None] * local[:, None, :]).reshape(x.shape[0], -1)  # (B, 4^(wire+1))
+    ops = _trained_ops(n, n_layers)
+    z_index = [3 * 4 ** (n - 1 - i) for i in range(n)]  # Z on wire i, I elsewhere: r_{Z_i} = <Z_i>
+    if n <= _FUSE_MAX_QUBITS:  # every layer's trained part as one (4^n, 4^n) matrix, all layers at once
+        basis = torch.eye(size, dtype=dtype, device=x.device).expand(n_layers, size, size)
+        fused = _apply_trained(basis, ops, w, lam1, lam2)  # (L, 4^n, 4^n)
+    for layer in range(n_layers):
+        if layer > 0:
+            for wire in range(n):
+                state = _ry_pauli(state, wire, cos[:, wire, None, None], sin[:, wire, None, None], lam1)
+        if n > _FUSE_MAX_QUBITS:
+            state = _apply_trained(state, ops, w[layer], lam1, lam2)
+        elif layer < n_layers - 1:
+            state = state @ fused[layer]  # (B, 4^n)
+        else:  # only the n components that are read out
+            state = state @ fused[layer][:, z_index]  # (B, n)
+    z = state if n <= _FUSE_MAX_QUBITS else state[:, z_index]  # (B, n)
+    if noise is not None and noise.readout != IDEAL_READOUT:
+        (m00, m01), (m10, m11) = noise.readout
+        z = (m00 - m01 + m10 - m11) / 2 + (m00 - m01 - m10 + m11) / 2 * z
+    return z.reshape(inputs.shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _trained_ops(n: int, n_layers: int) -> tuple[tuple, ...]:
+    """One layer's trained gates of :func:`circuit.gates` in order (the same in every layer):
+    ``('RY', wire, (k, i))`` or ``('CRZ', control, target, (k, i))``, the angle at ``weights[l, k, i]``."""
+    ops = []
+    for gate in gates(n, n_layers):
+        if gate.param[0] == "input" or gate.param[1] != 0:
+            continue
+        _, _, k, i = gate.param
+        ops.append((gate.name, *gate.wires, (k, i)))
+    return tuple(ops)
+
+
+def _apply_trained(state: Tensor, ops: tuple[tuple, ...], w: Tensor, lam1: float, lam2: float) -> Tensor:
+    """The trained gates of a layer and their channels on Pauli vectors, out of place (differentiable in
+    ``w``): ``state`` ``(b, 4^n)`` with ``w`` ``(4, n)``, or ``(L, b, 4^n)`` with ``w`` ``(L, 4, n)`` (one
+    layer's angles per leading index)."""
+    lead = (-1, 1, 1, 1) if w.ndim == 3 else ()  # per-layer angles broadcast over (b, A, C)
+    for op in ops:
+        k, i = op[-1]
+        angle = w[..., k, i]  # () or (L,)
+        if op[0] == "RY":
+            state = _ry_pauli(state, op[1], torch.cos(angle).view(lead), torch.sin(angle).view(lead), lam1)
+        else:
+            state = _crz_pauli(state, op[1], op[2], angle, lam2)
+    return state
+
+
+def _ry_pauli(state: Tensor, wire: int, cos: Tensor, sin: Tensor, lam: float) -> Tensor:
+    """RY then ``DepolarizingChannel`` on ``wire`` (see :func:`_pauli_rotate`), out of place, on
+    ``state`` ``(..., 4^n)``; ``cos``/``sin`` broadcast against ``(..., A, C)``."""
+    view = state.unflatten(-1, (4**wire, 4, -1))
+    i, x, y, z = view.unbind(-2)
+    x_new = (cos * x + sin * z) * lam
+    z_new = (cos * z - sin * x) * lam
+    return torch.stack((i, x_new, y * lam, z_new), dim=-2).flatten(-3)
+
+
+def _crz_pauli(state: Tensor, control: int, target: int, angle: Tensor, lam: float) -> Tensor:
+    """CRZ(angle) then ``DepolarizingChannel`` on both wires, on Pauli vectors ``(..., 4^n)``, out of place.
+
+    The 16 x 16 transfer matrix of :func:`_crz_transfer`, built in torch from ``angle`` (``()``, or
+    ``(L,)`` for a leading layer axis of ``state``) so that it carries the gradient, and contracted with
+    the two wires' Pauli digits.
+    """
+    half = (angle / 2)[..., None] * torch.tensor([-1.0, 1.0], dtype=angle.dtype)
+    u = torch.cat((torch.ones_like(half), half), -1)  # phases of diag(CRZ): 0, 0, -t/2, t/2
+    u = torch.polar(torch.ones_like(u), u * torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=u.dtype))
+    pairs = _pair_paulis().to(u.dtype)  # (16, 4, 4)
+    conjugated = pairs * (u[..., :, None] * u[..., None, :].conj())[..., None, :, :]  # (..., 16, 4, 4)
+    transfer = torch.einsum("axy,...byx->...ab", pairs, conjugated).real / 4  # (..., 16 out, 16 in)
+    damp = torch.tensor([1.0, lam, lam, lam], dtype=transfer.dtype)
+    transfer = transfer * torch.outer(damp, damp).reshape(16, 1)
+    transfer = transfer.unflatten(-1, (4, 4)).unflatten(-3, (4, 4))  # (..., pc, pt, ic, it)
+    lo, hi = min(control, target), max(control, target)
+    if control > target:
+        transfer = transfer.transpose(-4, -3).transpose(-2, -1)  # digits in (lower wire, higher wire) order
+    view = state.unflatten(-1, (4**lo, 4, 4 ** (hi - lo - 1), 4, -1))
+    if state.ndim == 2:
+        out = torch.einsum("pqij,xaiyjz->xapyqz", transfer.to(state.dtype), view)
+    else:
+        out = torch.einsum("lpqij,lxaiyjz->lxapyqz", transfer.to(state.dtype), view)
+    return out.flatten(-5)
+
+
+@functools.lru_cache(maxsize=1)
+def _pair_paulis() -> Tensor:
+    """``(16, 4, 4)`` two-qubit Paulis ``P_a0 (x) P_a1``, index ``4 a0 + a1``."""
+    return torch.einsum("aij,bkl->abikjl", _PAULIS, _PAULIS).reshape(16, 4, 4)
 
 
 # --- the circuit, compiled ------------------------------------------------------------------------

@@ -74,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip malformed rows and count them",
     )
     a("--bf16", choices=["auto", "yes", "no"], help="bf16 autocast (auto: where the hardware has it)")
+    a(
+        "--train-noise",
+        dest="train_noise",
+        help="train the circuits through a noise model: depolarizing, or p1=P,p2=P,readout=E (exact density matrix)",
+    )
+    a(
+        "--circuit-device",
+        dest="circuit_device",
+        help="run the circuits on this PennyLane device while training (parameter-shift gradients)",
+    )
+    a("--shots", type=int, help="shots per circuit with --circuit-device (default: exact)")
+    a(
+        "--max-circuits",
+        dest="max_circuits",
+        type=int,
+        help="with --circuit-device: refuse a run whose circuit estimate exceeds N",
+    )
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--json", action="store_true", help="print the summary as one JSON object on the last line")
     a("--no-progress", dest="no_progress", action="store_true", help="no progress bar")

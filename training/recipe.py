@@ -105,6 +105,17 @@ class TrainConfig:
     """Skip malformed rows (and count them) instead of stopping at the first."""
     bf16: str = "auto"
     """'auto' (bf16 where the hardware supports it: CUDA), 'yes' or 'no'."""
+    train_noise: str | None = None
+    """Train the circuits through this noise model (a name such as 'depolarizing' or a spec
+    'p1=P,p2=P,readout=E', as ``qtha-eval robustness --noise``): the exact density matrix with gradients
+    (quantum_adapters.noise.density_expvals). None: the exact noise-free simulator."""
+    circuit_device: str | None = None
+    """Run the circuits on this PennyLane device while training (gradients by the parameter-shift rule,
+    through a DeviceRunner with a result cache in OUT/device-cache.sqlite). None: the built-in simulator."""
+    shots: int | None = None
+    """Shots per circuit with circuit_device (None: the device's exact expectation values)."""
+    max_circuits: int | None = None
+    """With circuit_device: refuse the run (before any work) when its circuit estimate exceeds this."""
 
     # keys that may differ on --resume without changing what the run computes
     RESUME_FREE = ("out", "eval_every", "save_every", "dev_limit")
@@ -137,6 +148,51 @@ class TrainConfig:
             raise TrainError(f"--param-budget: expected a fraction in (0, 1]; got {self.param_budget!r}")
         if isinstance(self.targets, str):
             self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
+        self._check_circuit_execution()
+
+    def _check_circuit_execution(self) -> None:
+        """--train-noise / --circuit-device / --shots / --max-circuits, before any work."""
+        if self.train_noise is None and self.circuit_device is None:
+            if self.shots is not None or self.max_circuits is not None:
+                raise TrainError(
+                    "--shots and --max-circuits apply to --circuit-device only; add --circuit-device NAME"
+                )
+            return
+        flag = "--train-noise" if self.train_noise is not None else "--circuit-device"
+        if self.method != "qtha" or self.variant == "AB":
+            raise TrainError(
+                f"{flag}: expected --method qtha with a circuit (variant ABC or BC); got {self.method} {self.variant}"
+            )
+        if self.train_noise is not None and self.circuit_device is not None:
+            raise TrainError(
+                "--train-noise and --circuit-device: expected one of them (a device brings its own noise)"
+            )
+        if self.train_noise is not None:
+            from quantum_adapters.noise import noise_model
+
+            try:
+                noise_model(self.train_noise)
+            except (TypeError, ValueError) as exc:
+                raise TrainError(f"--train-noise: {exc}") from None
+            return
+        if self.shots is not None and (
+            not isinstance(self.shots, int) or isinstance(self.shots, bool) or self.shots < 1
+        ):
+            raise TrainError(
+                f"--shots: expected a positive integer (or leave it unset for exact values); got {self.shots!r}"
+            )
+        if self.max_circuits is not None and (
+            not isinstance(self.max_circuits, int) or self.max_circuits < 0
+        ):
+            raise TrainError(f"--max-circuits: expected an integer >= 0; got {self.max_circuits!r}")
+        from quantum_adapters.pennylane_backend import installed_devices
+
+        devices = installed_devices()
+        if self.circuit_device not in devices:
+            raise TrainError(
+                f"--circuit-device: {self.circuit_device!r} is not an installed PennyLane device; expected one of "
+                f"{', '.join(devices)} (qiskit.aer: pip install -e '.[quantum]')"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,6 +221,16 @@ def _peft_config(cfg: TrainConfig):
         init_seed=cfg.seed,
         param_budget=cfg.param_budget,
     )
+
+
+def _set_circuits(model, **execution: Any) -> int:
+    """Configure how every adapter circuit of ``model`` runs (QuantumCircuitLayer.configure)."""
+    from quantum_adapters.layer import QuantumCircuitLayer
+
+    circuits = [m for m in model.modules() if isinstance(m, QuantumCircuitLayer)]
+    for circuit in circuits:
+        circuit.configure(**execution)
+    return len(circuits)
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
@@ -301,6 +367,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         )
     model = get_peft_model(model, _peft_config(cfg))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if cfg.train_noise is not None:
+        _set_circuits(model, backend="noisy", noise=cfg.train_noise)
 
     world = accelerator.num_processes
     global_batch = cfg.batch_size * world

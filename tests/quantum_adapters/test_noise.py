@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from quantum_adapters.circuit import weight_shape
-from quantum_adapters.noise import NOISE_MODELS, NoiseModel, noise_model, noisy_expvals
+from quantum_adapters.noise import NOISE_MODELS, NoiseModel, density_expvals, noise_model, noisy_expvals
 from quantum_adapters.pennylane_backend import mixed_expvals
 from quantum_adapters.simulator import expvals
 
@@ -154,12 +154,65 @@ def test_shots_zero_message_is_exact():
     assert str(err.value) == "shots: expected a positive integer; got 0"
 
 
-def test_refuses_to_pretend_to_be_differentiable():
+def test_shots_have_no_gradient_and_say_so():
     inputs, weights = _circuit(2, 1, rows=2)
-    with pytest.raises(ValueError, match="train with the exact backend='fast'"):
-        noisy_expvals(inputs, weights.clone().requires_grad_(), noise="depolarizing")
+    with pytest.raises(ValueError, match="shots=100 has no gradient; expected shots=None"):
+        noisy_expvals(inputs, weights.clone().requires_grad_(), noise="depolarizing", shots=100)
     with torch.no_grad():
-        noisy_expvals(inputs, weights.clone().requires_grad_(), noise="depolarizing")
+        noisy_expvals(inputs, weights.clone().requires_grad_(), noise="depolarizing", shots=100)
+
+
+def _finite_difference(f, t: torch.Tensor, h: float = 1e-6) -> torch.Tensor:
+    """d sum(f(t)) / dt by central differences (float64; f has no gradients)."""
+    grad = torch.zeros_like(t)
+    flat = grad.view(-1)
+    for k in range(t.numel()):
+        step = torch.zeros_like(t).view(-1)
+        step[k] = h
+        flat[k] = (f(t + step.view_as(t)).sum() - f(t - step.view_as(t)).sum()) / (2 * h)
+    return grad
+
+
+@pytest.mark.parametrize(
+    ("n", "layers", "spec"),
+    [
+        (2, 1, "depolarizing"),
+        (3, 2, "p1=0.2,p2=0.3,readout=0.05:0.15"),
+        (4, 2, "depolarizing"),  # the training size: fused 256 x 256 transfer matrices
+        (5, 1, "p1=0.05,p2=0.2,readout=0.02"),  # above the fusing threshold: gate by gate
+        (3, 1, None),
+    ],
+)
+def test_training_path_equals_the_exact_density_matrix_values_and_gradients(n, layers, spec):
+    """The differentiable path (noise-aware training) against the float64 density-matrix simulator and
+    PennyLane's default.mixed (values), and against central differences of the former (gradients)."""
+    inputs, weights = _circuit(n, layers, rows=3, seed=7 * n + layers)
+    x, w = inputs.clone().requires_grad_(), weights.clone().requires_grad_()
+    got = noisy_expvals(x, w, noise=spec)  # with gradients: the density_expvals path
+    assert got.requires_grad
+    with torch.no_grad():
+        exact = noisy_expvals(inputs, weights, noise=spec)
+    assert torch.allclose(got.detach(), exact, atol=1e-10, rtol=0)
+    assert torch.allclose(got.detach(), mixed_expvals(inputs, weights, noise_model(spec)), atol=1e-5, rtol=0)
+    # a weighted sum, so that every output's gradient counts with its own sign
+    mix = torch.linspace(-1.0, 1.0, got.numel(), dtype=torch.float64).view_as(got)
+    grad_x, grad_w = torch.autograd.grad((got * mix).sum(), (x, w))
+    with torch.no_grad():
+        fd_w = _finite_difference(lambda t: noisy_expvals(inputs, t, noise=spec) * mix, weights)
+        fd_x = _finite_difference(lambda t: noisy_expvals(t, weights, noise=spec) * mix, inputs)
+    assert torch.allclose(grad_w, fd_w, atol=1e-6, rtol=0)
+    assert torch.allclose(grad_x, fd_x, atol=1e-6, rtol=0)
+    assert grad_w.abs().max() > 1e-4  # the check has something to compare (strong noise flattens it)
+
+
+def test_training_path_in_float32_and_batched_shapes():
+    inputs, weights = _circuit(4, 3, rows=12, seed=5)
+    exact = noisy_expvals(inputs, weights, noise="depolarizing")
+    got = density_expvals(inputs.float().view(3, 4, 4), weights.float(), "depolarizing")
+    assert got.dtype == torch.float32 and got.shape == (3, 4, 4)
+    assert torch.allclose(got.reshape(12, 4).double(), exact, atol=1e-5, rtol=0)
+    # noise pulls <Z_i> towards 0: the trained circuit must see a different function than the exact one
+    assert not torch.allclose(exact, expvals(inputs, weights), atol=1e-2)
 
 
 def test_bad_shapes_are_refused():
