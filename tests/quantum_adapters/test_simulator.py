@@ -5,6 +5,8 @@
 2. PennyLane's ``default.qubit`` QNode (``pennylane_backend``), which loops over the same gate list.
 
 Outputs and gradients (inputs and weights) must agree to 1e-5 in float32 and to ~1e-10 in float64.
+The simulator has two executions of its own, the compiled kernel (``_kernel``) and the torch ops it falls
+back to; the exactness tests run on both (``execution`` fixture), and the two are held equal directly.
 """
 
 from __future__ import annotations
@@ -14,11 +16,32 @@ import math
 import pytest
 import torch
 
+import quantum_adapters._kernel as kernel_module
 import quantum_adapters.simulator as simulator
 from quantum_adapters.circuit import execute, gates
 from quantum_adapters.pennylane_backend import expvals as pennylane_expvals
 from quantum_adapters.pennylane_backend import installed_devices
 from quantum_adapters.simulator import expvals
+
+
+def _kernel_available() -> bool:
+    return kernel_module.load() is not None
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def execution(request, monkeypatch):
+    """Run the test on the compiled kernel, then on the torch simulator (``QTHA_KERNEL=torch``)."""
+    if request.param == "torch":
+        monkeypatch.setenv("QTHA_KERNEL", "torch")
+    elif not _kernel_available():
+        pytest.skip("no C++ compiler here: the kernel cannot be built")
+    return request.param
+
+
+@pytest.fixture
+def torch_simulator(monkeypatch):
+    """For tests of the torch simulator's own machinery (chunks, dense forms, reused simulations)."""
+    monkeypatch.setenv("QTHA_KERNEL", "torch")
 
 
 def _gate_matrix(name: str, wires: tuple[int, ...], angle: torch.Tensor, n: int) -> torch.Tensor:
@@ -73,7 +96,7 @@ def _max_diff(a, b) -> float:
 
 
 @pytest.mark.parametrize(("n", "n_layers", "batch"), [(2, 1, 3), (2, 3, 2), (3, 2, 4), (4, 3, 2), (5, 2, 3)])
-def test_matches_dense_reference_float64(n, n_layers, batch):
+def test_matches_dense_reference_float64(n, n_layers, batch, execution):
     x = _random((batch, n), torch.float64, seed=n)
     w = _random((n_layers, 4, n), torch.float64, seed=10 + n_layers, scale=2 * math.pi)
     g = _random((batch, n), torch.float64, seed=99)
@@ -87,7 +110,7 @@ def test_matches_dense_reference_float64(n, n_layers, batch):
     ("n", "n_layers", "batch"),
     [(2, 2, 4), (3, 2, 5), (5, 3, 6), (6, 2, 3), (8, 2, 7), (11, 1, 3)],  # 11 qubits: three qubit groups
 )
-def test_matches_pennylane_float32(n, n_layers, batch):
+def test_matches_pennylane_float32(n, n_layers, batch, execution):
     x = _random((batch, n), torch.float32, seed=n)
     w = _random((n_layers, 4, n), torch.float32, seed=n_layers, scale=2 * math.pi)
     g = _random((batch, n), torch.float32, seed=7)
@@ -97,7 +120,7 @@ def test_matches_pennylane_float32(n, n_layers, batch):
     assert _max_diff(fast, penny) < 1e-5
 
 
-def test_leading_batch_shape():
+def test_leading_batch_shape(execution):
     n = 4
     x = _random((2, 3, n), torch.float32, seed=1)
     w = _random((2, 4, n), torch.float32, seed=2)
@@ -111,7 +134,7 @@ def test_leading_batch_shape():
     assert single.shape == (n,) and torch.allclose(single, fast[0][0, 0])
 
 
-def test_many_chunks_with_a_partial_last_one(monkeypatch):
+def test_many_chunks_with_a_partial_last_one(monkeypatch, torch_simulator):
     """Rows run in chunks; force 4-row chunks (10 rows -> 4, 4, 2) and compare with the dense reference."""
     n = 3
     monkeypatch.setattr(simulator, "_CHUNK_AMPLITUDES", 4 * 2**n)
@@ -121,7 +144,7 @@ def test_many_chunks_with_a_partial_last_one(monkeypatch):
     assert _max_diff(_values_and_grads(expvals, x, w, g), _values_and_grads(_dense_expvals, x, w, g)) < 1e-10
 
 
-def test_dtypes():
+def test_dtypes(execution):
     x, w = _random((3, 4), torch.float32, seed=0), _random((2, 4, 4), torch.float32, seed=1)
     assert expvals(x, w).dtype == torch.float32
     assert expvals(x.double(), w).dtype == torch.float64  # float64 inputs run in float64
@@ -135,13 +158,13 @@ def test_dtypes():
         expvals(torch.zeros(3, 5), w)
 
 
-def test_gradcheck_float64():
+def test_gradcheck_float64(execution):
     x = _random((2, 3), torch.float64, seed=3).requires_grad_()
     w = _random((2, 4, 3), torch.float64, seed=4).requires_grad_()
     assert torch.autograd.gradcheck(expvals, (x, w), eps=1e-6, atol=1e-7)
 
 
-def test_no_grad_and_inference_mode_give_the_same_values():
+def test_no_grad_and_inference_mode_give_the_same_values(execution):
     x = _random((5, 6), torch.float32, seed=8).requires_grad_()
     w = _random((3, 4, 6), torch.float32, seed=9).requires_grad_()
     z = expvals(x, w)
@@ -154,7 +177,7 @@ def test_no_grad_and_inference_mode_give_the_same_values():
     assert torch.equal(z.detach(), z_no_grad) and torch.equal(z_no_grad, z_inference)
 
 
-def test_memory_saved_for_backward_is_flat_in_depth():
+def test_memory_saved_for_backward_is_flat_in_depth(execution):
     """Autograd keeps the final state and small angle tables, never a state per layer."""
     n, batch = 6, 64
 
@@ -215,7 +238,7 @@ def test_execute_pennylane_backend_on_lightning():
     ("n", "n_layers", "rows"),
     [(2, 1, 3), (3, 2, 5), (4, 4, 1), (4, 3, 7), (5, 3, 2), (6, 2, 3), (7, 2, 1), (8, 2, 4)],
 )
-def test_frozen_circuit_matches_dense_reference(n, n_layers, rows):
+def test_frozen_circuit_matches_dense_reference(n, n_layers, rows, execution):
     """Every formulation the inference path uses (Kronecker-basis rotations up to 5 qubits, the XOR gather
     above) against the gate-by-gate reference, float64 and float32."""
     x, w = _random((rows, n), torch.float64, 40 + n), _random((n_layers, 4, n), torch.float64, 50 + n)
@@ -231,7 +254,9 @@ def test_frozen_circuit_matches_dense_reference(n, n_layers, rows):
     assert (z32.double() - dense).abs().max() < 1e-5
 
 
-def test_frozen_circuit_keeps_batch_shape_and_hands_long_inputs_to_the_general_simulator(monkeypatch):
+def test_frozen_circuit_keeps_batch_shape_and_hands_long_inputs_to_the_general_simulator(
+    monkeypatch, torch_simulator
+):
     w = _random((3, 4, 6), torch.float64, 1)
     frozen = simulator.FrozenCircuit(w)
     x = _random((2, 5, 6), torch.float64, 2)
@@ -252,7 +277,7 @@ def test_frozen_circuit_keeps_batch_shape_and_hands_long_inputs_to_the_general_s
         assert small._simulation is None
 
 
-def test_frozen_circuit_too_wide_for_dense_unitaries_reuses_one_general_simulation():
+def test_frozen_circuit_too_wide_for_dense_unitaries_reuses_one_general_simulation(torch_simulator):
     """8 qubits x 8 layers (8 MB of dense unitaries): the general simulator's set-up is built once and
     rebound to every call, whatever its row count, and agrees with a fresh simulation each time."""
     w = _random((8, 4, 8), torch.float32, 5)
@@ -308,7 +333,7 @@ def test_circuit_layer_uses_the_frozen_form_without_gradients_and_follows_weight
     assert not wide._frozen_circuit.dense and out.shape == (2, 8)
 
 
-def test_inference_mode_first_use_leaves_autograd_and_later_modes_working():
+def test_inference_mode_first_use_leaves_autograd_and_later_modes_working(execution):
     """Serving builds the cached plan and simulations under ``torch.inference_mode``; training and
     ``no_grad`` evaluation in the same process must still work with them afterwards."""
     n = 9  # a size no other test builds a plan for
@@ -328,3 +353,79 @@ def test_inference_mode_first_use_leaves_autograd_and_later_modes_working():
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
     expvals(xg, wg).sum().backward()  # the plan's tables take part in autograd
     assert xg.grad is not None and wg.grad is not None
+
+
+# ---- the compiled kernel against the torch simulator ------------------------------------------------------
+
+
+def _on(path: str, monkeypatch, fn, *args):
+    """``fn(*args)`` with the kernel (``path='kernel'``) or the torch simulator."""
+    if path == "torch":
+        monkeypatch.setenv("QTHA_KERNEL", "torch")
+    try:
+        return fn(*args)
+    finally:
+        monkeypatch.delenv("QTHA_KERNEL", raising=False)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("n", "n_layers", "batch"), [(2, 2, 5), (3, 1, 4), (4, 4, 37), (6, 3, 9), (8, 8, 70)]
+)
+def test_kernel_equals_torch_simulator(monkeypatch, n, n_layers, batch, threads):
+    """Values and gradients of the compiled kernel and of the torch ops: float64 to 1e-10, float32 to 1e-5,
+    on one thread and split over two (per-thread gradient sums)."""
+    if not _kernel_available():
+        pytest.skip("no C++ compiler here: the kernel cannot be built")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+            x = _random((batch, n), dtype, seed=n + batch)
+            w = _random((n_layers, 4, n), dtype, seed=n_layers, scale=2 * math.pi)
+            g = _random((batch, n), dtype, seed=3)
+            compiled = _on("kernel", monkeypatch, _values_and_grads, expvals, x, w, g)
+            plain = _on("torch", monkeypatch, _values_and_grads, expvals, x, w, g)
+            assert compiled[0].dtype == dtype
+            assert _max_diff(compiled, plain) < tol
+            with torch.no_grad():  # the inference forms, a decoded row and a prompt's rows
+                frozen = _on("kernel", monkeypatch, simulator.FrozenCircuit, w)
+                assert frozen.kernel is not None
+                for rows in (x[:1], x):
+                    assert (frozen(rows) - plain[0][: rows.shape[0]]).abs().max() < tol
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_without_a_compiler_the_torch_simulator_runs(monkeypatch, tmp_path):
+    """A missing compiler is one warning, then the torch path: same values, nothing raised."""
+    monkeypatch.setattr(kernel_module, "_loaded", {})
+    monkeypatch.setenv("QTHA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.warns(RuntimeWarning, match=r"kernel unavailable .*using the torch simulator"):
+        assert kernel_module.load() is None
+    x, w = _random((4, 3), torch.float64, 1), _random((2, 4, 3), torch.float64, 2)
+    g = _random((4, 3), torch.float64, 3)
+    assert _max_diff(_values_and_grads(expvals, x, w, g), _values_and_grads(_dense_expvals, x, w, g)) < 1e-10
+    assert not list(tmp_path.glob("kernels/*.so"))
+
+
+def test_kernel_is_cached_and_loads_in_a_fresh_process():
+    """The built library is reused by a new process (no rebuild) and gives the same values there."""
+    import subprocess
+    import sys
+
+    if not _kernel_available():
+        pytest.skip("no C++ compiler here: the kernel cannot be built")
+    code = (
+        "import torch, quantum_adapters._kernel as k, quantum_adapters.simulator as s\n"
+        "k._compile = None\n"  # a rebuild would fail: the cached file must be found
+        "x = torch.linspace(-3, 3, 12, dtype=torch.float64).reshape(3, 4)\n"
+        "w = torch.linspace(0, 6, 32, dtype=torch.float64).reshape(2, 4, 4)\n"
+        "assert k.load() is not None\n"
+        "print(repr(s.expvals(x, w).sum().item()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    x = torch.linspace(-3, 3, 12, dtype=torch.float64).reshape(3, 4)
+    w = torch.linspace(0, 6, 32, dtype=torch.float64).reshape(2, 4, 4)
+    assert abs(float(out.strip()) - _dense_expvals(x, w).sum().item()) < 1e-10

@@ -1,0 +1,500 @@
+"""A compiled kernel for the QTHA circuit: the whole circuit of one row in the CPU's L1 cache.
+
+The torch simulator (:mod:`.simulator`) expresses the circuit as a few dozen batched tensor ops; each one
+streams the batch's states through memory and pays torch's per-call dispatch, and at the adapter's sizes
+(2^n = 16-256 amplitudes, 1-1,024 rows) that costs several times the arithmetic. This kernel runs one row
+at a time from the first gate to the readout, its state (two planes of 2^n floats, real and imaginary)
+staying in L1, with rows spread over threads (OpenMP, the runtime torch itself uses). Per row and layer:
+
+    psi <- RY(theta_rows[l]) psi      per-row angles (l = 0: on |0...0>, i.e. the real product state)
+    psi <- exp(i phi[2l]) psi         forward CRZ ring, a diagonal phase (cos/sin tables shared by rows)
+    psi <- RY(theta_shared[l]) psi    first trainable RY layer
+    psi <- exp(i phi[2l+1]) psi       reverse CRZ ring
+    (after the last layer) psi <- RY(theta_shared[L]) psi,   z_i = <psi|Z_i|psi>
+
+An RY layer applies every high qubit (stride >= 8) as a vectorised pair loop and the three lowest qubits
+together as one 8x8 real matrix on each block of 8 amplitudes (2x2 pair loops over strides 1, 2, 4 do not
+vectorise). The backward pass is the adjoint method of :mod:`.simulator` (un-compute psi by inverse gates
+while carrying lambda; every gradient from the post-gate (psi, lambda)), so nothing per row is kept but
+the final state.
+
+The source is compiled once per machine with the system C++ compiler (``$CXX``, else ``c++``) into a
+cache directory (``$QTHA_CACHE_DIR``, else ``~/.cache/qtha``), keyed by the source, the flags and the CPU,
+and loaded with ctypes (no Python headers, no torch headers: it builds in a few seconds). Where there is
+no compiler, or it fails, :func:`load` returns None and the simulator uses its torch path; setting
+``QTHA_KERNEL=torch`` selects that path on purpose.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["Kernel", "load"]
+
+SOURCE = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <vector>
+#include <omp.h>
+
+namespace {
+
+// Zeroed, 64-byte aligned storage (std::vector<V> would drop V's vector attribute as a template argument).
+struct Aligned {
+  void* p;
+  explicit Aligned(size_t bytes) : p(::operator new[](bytes < 64 ? 64 : bytes, std::align_val_t(64))) {
+    std::memset(p, 0, bytes);
+  }
+  ~Aligned() { ::operator delete[](p, std::align_val_t(64)); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+};
+
+template <typename T> struct Index;
+template <> struct Index<float> { typedef int32_t type; };
+template <> struct Index<double> { typedef int64_t type; };
+
+// A row of W amplitudes (W = 2^w: the state's w lowest wires) as one vector; a plane of the state
+// (real or imaginary part, 2^n amplitudes) is R = 2^n / W such rows.
+template <typename T, int W>
+struct Kernel {
+  typedef T V __attribute__((vector_size(W * sizeof(T))));
+  typedef typename Index<T>::type I;
+  typedef I M __attribute__((vector_size(W * sizeof(T))));
+
+  int n, L, D, R, w;
+  M swap[8];    // lane permutation x -> x ^ 2^p, p = lane bit
+  V sgn[8];     // -1 where lane bit p is 0, +1 where it is 1
+  Aligned phase_store;  // (2, 2L, R) rows: the ring phases' cos, then sin
+  V *phase_c, *phase_s;
+
+  Kernel(int n_, int L_, const T* phase_cs)
+      : n(n_), L(L_), D(1 << n_), R((1 << n_) / W), phase_store(sizeof(T) * 4 * L_ * (1 << n_)) {
+    w = 0;
+    while ((1 << w) < W) ++w;
+    for (int p = 0; p < w; ++p)
+      for (int x = 0; x < W; ++x) { swap[p][x] = x ^ (1 << p); sgn[p][x] = (x >> p) & 1 ? T(1) : T(-1); }
+    phase_c = static_cast<V*>(phase_store.p);
+    phase_s = phase_c + (size_t)2 * L * R;
+    for (int k = 0; k < 2 * L; ++k) {
+      std::memcpy(phase_c + (size_t)k * R, phase_cs + (size_t)k * 2 * D, sizeof(T) * D);
+      std::memcpy(phase_s + (size_t)k * R, phase_cs + (size_t)k * 2 * D + D, sizeof(T) * D);
+    }
+  }
+
+  static inline T hsum(V v) {
+    T s = 0;
+    for (int i = 0; i < W; ++i) s += v[i];
+    return s;
+  }
+
+  // RY(theta_j) on every wire j; c, s: cos and sin of the half angles (sign -1: the transposes).
+  inline void ry_layer(V* __restrict x, const T* c, const T* s, T sign) const {
+    const int rb = n - w;  // wires 0 .. rb-1 index rows, rb .. n-1 lanes
+    for (int j = 0; j < rb; ++j) {
+      const int st = 1 << (rb - 1 - j);
+      const T cj = c[j], sj = sign * s[j];
+      for (int base = 0; base < R; base += 2 * st)
+        for (int k = 0; k < st; ++k) {
+          const V a = x[base + k], b = x[base + st + k];
+          x[base + k] = cj * a - sj * b;
+          x[base + st + k] = sj * a + cj * b;
+        }
+    }
+    V ss[8];
+    T cc[8];
+    for (int p = 0; p < w; ++p) { const int j = n - 1 - p; cc[p] = c[j]; ss[p] = (sign * s[j]) * sgn[p]; }
+    for (int r = 0; r < R; ++r) {
+      V v = x[r];
+      for (int p = 0; p < w; ++p) v = cc[p] * v + ss[p] * __builtin_shuffle(v, swap[p]);
+      x[r] = v;
+    }
+  }
+
+  inline void phase(V* __restrict re, V* __restrict im, int k, T sign) const {
+    const V* pc = phase_c + (size_t)k * R;
+    const V* ps = phase_s + (size_t)k * R;
+    for (int r = 0; r < R; ++r) {
+      const V a = re[r], b = im[r], cv = pc[r], sv = sign * ps[r];
+      re[r] = a * cv - b * sv;
+      im[r] = a * sv + b * cv;
+    }
+  }
+
+  // out[j] += dL/dtheta_j of an RY on wire j = sum over pairs of lam1.psi0 - lam0.psi1
+  inline void ry_grads(const V* pr, const V* pi, const V* lr, const V* li, T* out) const {
+    const int rb = n - w;
+    for (int j = 0; j < rb; ++j) {
+      const int st = 1 << (rb - 1 - j);
+      V acc = {};
+      for (int base = 0; base < R; base += 2 * st)
+        for (int k = 0; k < st; ++k) {
+          const int lo = base + k, hi = lo + st;
+          acc += lr[hi] * pr[lo] + li[hi] * pi[lo] - lr[lo] * pr[hi] - li[lo] * pi[hi];
+        }
+      out[j] += hsum(acc);
+    }
+    for (int p = 0; p < w; ++p) {
+      V acc = {};
+      for (int r = 0; r < R; ++r)
+        acc += lr[r] * __builtin_shuffle(pr[r], swap[p]) + li[r] * __builtin_shuffle(pi[r], swap[p]);
+      out[n - 1 - p] += hsum(acc * sgn[p]);
+    }
+  }
+
+  inline void phase_grads(const V* pr, const V* pi, const V* lr, const V* li, T* out) const {
+    V* g = reinterpret_cast<V*>(out);
+    for (int r = 0; r < R; ++r) g[r] -= T(2) * (lr[r] * pi[r] - li[r] * pr[r]);
+  }
+
+  inline void readout(const V* re, const V* im, T* z) const {
+    const int rb = n - w;
+    for (int j = 0; j < rb; ++j) {
+      const int st = 1 << (rb - 1 - j);
+      V acc = {};
+      for (int base = 0; base < R; base += 2 * st)
+        for (int k = 0; k < st; ++k) {
+          const int lo = base + k, hi = lo + st;
+          acc += re[lo] * re[lo] + im[lo] * im[lo] - re[hi] * re[hi] - im[hi] * im[hi];
+        }
+      z[j] = hsum(acc);
+    }
+    for (int p = 0; p < w; ++p) {
+      V acc = {};
+      for (int r = 0; r < R; ++r) acc += re[r] * re[r] + im[r] * im[r];
+      z[n - 1 - p] = -hsum(acc * sgn[p]);
+    }
+  }
+};
+
+template <typename T>
+inline void product_state(T* v, const T* c, const T* s, int n) {
+  v[0] = 1;
+  int len = 1;
+  for (int j = 0; j < n; ++j) {
+    for (int k = len - 1; k >= 0; --k) { v[2 * k + 1] = v[k] * s[j]; v[2 * k] = v[k] * c[j]; }
+    len *= 2;
+  }
+}
+
+template <typename T>
+inline void row_angles(const T* theta, const T* rc, const T* rs, int64_t idx, int n, T* c, T* s) {
+  for (int j = 0; j < n; ++j) {
+    if (rc) { c[j] = rc[idx + j]; s[j] = rs[idx + j]; }
+    else { const T h = theta[idx + j] * T(0.5); c[j] = std::cos(h); s[j] = std::sin(h); }
+  }
+}
+
+// theta (L, B, n) per-row angles, or their half-angle cos/sin tables rc, rs (L, B, n); shared_cs
+// (L+1, 2, n) cos/sin of the shared half angles; phase_cs (2L, 2, D) cos/sin of the ring phases.
+template <typename T, int W>
+void forward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs, const T* shared_cs,
+             const T* phase_cs, T* z, T* final_state, int threads) {
+  typedef typename Kernel<T, W>::V V;
+  const Kernel<T, W> k(n, L, phase_cs);
+  const int D = k.D, R = k.R;
+#pragma omp parallel num_threads(threads) if (threads > 1 && B > 1)
+  {
+    Aligned buf(sizeof(V) * 2 * R);
+    V *re = static_cast<V*>(buf.p), *im = re + R;
+    T c[32], s[32];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      row_angles(theta, rc, rs, b * n, n, c, s);
+      product_state(reinterpret_cast<T*>(re), c, s, n);
+      std::memset(static_cast<void*>(im), 0, sizeof(T) * D);
+      for (int l = 0; l < L; ++l) {
+        if (l > 0) {
+          row_angles(theta, rc, rs, (l * B + b) * n, n, c, s);
+          k.ry_layer(re, c, s, T(1));
+          k.ry_layer(im, c, s, T(1));
+        }
+        k.phase(re, im, 2 * l, T(1));
+        const T* sh = shared_cs + l * 2 * n;
+        k.ry_layer(re, sh, sh + n, T(1));
+        k.ry_layer(im, sh, sh + n, T(1));
+        k.phase(re, im, 2 * l + 1, T(1));
+      }
+      const T* sh = shared_cs + L * 2 * n;
+      k.ry_layer(re, sh, sh + n, T(1));
+      k.ry_layer(im, sh, sh + n, T(1));
+      if (final_state) {
+        std::memcpy(final_state + b * 2 * D, re, sizeof(T) * D);
+        std::memcpy(final_state + b * 2 * D + D, im, sizeof(T) * D);
+      }
+      k.readout(re, im, z + b * n);
+    }
+  }
+}
+
+// Adjoint pass. final_state (B, 2, D), grad_z (B, n) -> grad_rows (L, B, n) (dL/dtheta_rows), grad_shared
+// (L+1, n), grad_phase (2L, D): dL/dphi, phi the phase angles.
+template <typename T, int W>
+void backward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs, const T* shared_cs,
+              const T* phase_cs, const T* final_state, const T* grad_z, T* grad_rows, T* grad_shared,
+              T* grad_phase, int threads) {
+  typedef typename Kernel<T, W>::V V;
+  const Kernel<T, W> k(n, L, phase_cs);
+  const int D = k.D, R = k.R;
+  const int nt = (threads > 1 && B > 1) ? threads : 1;
+  std::vector<T> acc_shared((size_t)nt * (L + 1) * n, T(0));
+  Aligned acc_phase_store(sizeof(V) * nt * 2 * L * R);
+  V* acc_phase = static_cast<V*>(acc_phase_store.p);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int t = omp_get_thread_num();
+    T* my_shared = acc_shared.data() + (size_t)t * (L + 1) * n;
+    T* my_phase = reinterpret_cast<T*>(acc_phase + (size_t)t * 2 * L * R);
+    Aligned buf(sizeof(V) * 4 * R);
+    V *pr = static_cast<V*>(buf.p), *pi = pr + R, *lr = pi + R, *li = lr + R;
+    T c[32], s[32];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      std::memcpy(static_cast<void*>(pr), final_state + b * 2 * D, sizeof(T) * D);
+      std::memcpy(static_cast<void*>(pi), final_state + b * 2 * D + D, sizeof(T) * D);
+      // lambda = (sum_j g_j Z_j) psi; the weight built by doubling, like a product state
+      T* wt = reinterpret_cast<T*>(lr);
+      const T* gz = grad_z + b * n;
+      wt[0] = 0;
+      int len = 1;
+      for (int j = 0; j < n; ++j) {
+        for (int q = len - 1; q >= 0; --q) { wt[2 * q + 1] = wt[q] - gz[j]; wt[2 * q] = wt[q] + gz[j]; }
+        len *= 2;
+      }
+      for (int r = 0; r < R; ++r) { li[r] = lr[r] * pi[r]; lr[r] = lr[r] * pr[r]; }
+      const T* sh = shared_cs + L * 2 * n;
+      k.ry_grads(pr, pi, lr, li, my_shared + L * n);
+      k.ry_layer(pr, sh, sh + n, T(-1));
+      k.ry_layer(pi, sh, sh + n, T(-1));
+      k.ry_layer(lr, sh, sh + n, T(-1));
+      k.ry_layer(li, sh, sh + n, T(-1));
+      for (int l = L - 1; l >= 0; --l) {
+        k.phase_grads(pr, pi, lr, li, my_phase + (size_t)(2 * l + 1) * D);
+        k.phase(pr, pi, 2 * l + 1, T(-1));
+        k.phase(lr, li, 2 * l + 1, T(-1));
+        sh = shared_cs + l * 2 * n;
+        k.ry_grads(pr, pi, lr, li, my_shared + l * n);
+        k.ry_layer(pr, sh, sh + n, T(-1));
+        k.ry_layer(pi, sh, sh + n, T(-1));
+        k.ry_layer(lr, sh, sh + n, T(-1));
+        k.ry_layer(li, sh, sh + n, T(-1));
+        k.phase_grads(pr, pi, lr, li, my_phase + (size_t)(2 * l) * D);
+        k.phase(pr, pi, 2 * l, T(-1));
+        k.phase(lr, li, 2 * l, T(-1));
+        T* gr = grad_rows + (l * B + b) * n;
+        for (int j = 0; j < n; ++j) gr[j] = 0;
+        k.ry_grads(pr, pi, lr, li, gr);
+        if (l > 0) {
+          row_angles(theta, rc, rs, (l * B + b) * n, n, c, s);
+          k.ry_layer(pr, c, s, T(-1));
+          k.ry_layer(pi, c, s, T(-1));
+          k.ry_layer(lr, c, s, T(-1));
+          k.ry_layer(li, c, s, T(-1));
+        }
+      }
+    }
+  }
+  for (int i = 0; i < (L + 1) * n; ++i) {
+    T v = 0;
+    for (int t = 0; t < nt; ++t) v += acc_shared[(size_t)t * (L + 1) * n + i];
+    grad_shared[i] = v;
+  }
+  const T* acc = reinterpret_cast<const T*>(acc_phase);
+  for (int64_t i = 0; i < (int64_t)2 * L * D; ++i) {
+    T v = 0;
+    for (int t = 0; t < nt; ++t) v += acc[(size_t)t * 2 * L * D + i];
+    grad_phase[i] = v;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+#define QTHA_EXPORT(T, SUFFIX)                                                                        \
+  void qtha_forward_##SUFFIX(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,      \
+                             const T* shared_cs, const T* phase_cs, T* z, T* final_state, int th) {  \
+    if (n >= 4) forward<T, 16>(n, L, B, theta, rc, rs, shared_cs, phase_cs, z, final_state, th);     \
+    else if (n == 3) forward<T, 8>(n, L, B, theta, rc, rs, shared_cs, phase_cs, z, final_state, th); \
+    else forward<T, 4>(n, L, B, theta, rc, rs, shared_cs, phase_cs, z, final_state, th);             \
+  }                                                                                                   \
+  void qtha_backward_##SUFFIX(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,     \
+                              const T* shared_cs, const T* phase_cs, const T* final_state,           \
+                              const T* grad_z, T* grad_rows, T* grad_shared, T* grad_phase, int th) { \
+    if (n >= 4)                                                                                       \
+      backward<T, 16>(n, L, B, theta, rc, rs, shared_cs, phase_cs, final_state, grad_z, grad_rows,   \
+                      grad_shared, grad_phase, th);                                                   \
+    else if (n == 3)                                                                                  \
+      backward<T, 8>(n, L, B, theta, rc, rs, shared_cs, phase_cs, final_state, grad_z, grad_rows,    \
+                     grad_shared, grad_phase, th);                                                    \
+    else                                                                                              \
+      backward<T, 4>(n, L, B, theta, rc, rs, shared_cs, phase_cs, final_state, grad_z, grad_rows,    \
+                     grad_shared, grad_phase, th);                                                    \
+  }
+QTHA_EXPORT(float, f32)
+QTHA_EXPORT(double, f64)
+int qtha_kernel_version() { return 2; }
+}
+"""
+
+# Most qubits the kernel takes (its per-row angle buffers hold 32; the state 2 x 2^n floats per row).
+MAX_QUBITS = 20
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-Wno-psabi"]
+_lock = threading.Lock()
+_loaded: dict[str, Kernel | None] = {}
+
+
+class Kernel:
+    """The loaded library, with torch-tensor wrappers of its two entry points."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        for suffix in ("f32", "f64"):
+            fwd = getattr(lib, f"qtha_forward_{suffix}")
+            fwd.argtypes = [i32, i32, i64, p, p, p, p, p, p, p, i32]
+            fwd.restype = None
+            bwd = getattr(lib, f"qtha_backward_{suffix}")
+            bwd.argtypes = [i32, i32, i64, p, p, p, p, p, p, p, p, p, p, i32]
+            bwd.restype = None
+        self._fwd = {torch.float32: lib.qtha_forward_f32, torch.float64: lib.qtha_forward_f64}
+        self._bwd = {torch.float32: lib.qtha_backward_f32, torch.float64: lib.qtha_backward_f64}
+
+    def forward(
+        self,
+        theta_rows: Tensor | None,
+        row_cs: tuple[Tensor, Tensor] | None,
+        shared_cs: Tensor,
+        phase_cs: Tensor,
+        z: Tensor,
+        final: Tensor | None,
+        threads: int,
+    ) -> None:
+        """Write z ``(B, n)`` (and the final states ``(B, 2, 2^n)`` into ``final``).
+
+        Per-row angles as ``theta_rows`` ``(L, B, n)`` or as their half-angle ``row_cs = (cos, sin)``, each
+        ``(L, B, n)``; ``shared_cs`` ``(L+1, 2, n)`` and ``phase_cs`` ``(2L, 2, 2^n)`` the shared tables.
+        Every tensor contiguous, on the CPU, of z's dtype.
+        """
+        n_layers, b, n = (row_cs[0] if row_cs is not None else theta_rows).shape
+        rc, rs = (None, None) if row_cs is None else (row_cs[0].data_ptr(), row_cs[1].data_ptr())
+        self._fwd[z.dtype](
+            n,
+            n_layers,
+            b,
+            None if theta_rows is None else theta_rows.data_ptr(),
+            rc,
+            rs,
+            shared_cs.data_ptr(),
+            phase_cs.data_ptr(),
+            z.data_ptr(),
+            None if final is None else final.data_ptr(),
+            threads,
+        )
+
+    def backward(
+        self,
+        row_cs: tuple[Tensor, Tensor],
+        shared_cs: Tensor,
+        phase_cs: Tensor,
+        final: Tensor,
+        grad_z: Tensor,
+        threads: int,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """dL/d(theta_rows ``(L, B, n)``, theta_shared ``(L+1, n)``, phi ``(2L, 2^n)``) from dL/dz."""
+        n_layers, b, n = row_cs[0].shape
+        grad_rows = torch.empty_like(row_cs[0])
+        grad_shared = grad_z.new_empty(n_layers + 1, n)
+        grad_phase = grad_z.new_empty(2 * n_layers, 2**n)
+        self._bwd[grad_z.dtype](
+            n,
+            n_layers,
+            b,
+            None,
+            row_cs[0].data_ptr(),
+            row_cs[1].data_ptr(),
+            shared_cs.data_ptr(),
+            phase_cs.data_ptr(),
+            final.data_ptr(),
+            grad_z.data_ptr(),
+            grad_rows.data_ptr(),
+            grad_shared.data_ptr(),
+            grad_phase.data_ptr(),
+            threads,
+        )
+        return grad_rows, grad_shared, grad_phase
+
+
+def load() -> Kernel | None:
+    """The compiled kernel, built on first use and cached; None where it cannot be built (or
+    ``QTHA_KERNEL=torch``), in which case the torch simulator runs."""
+    if os.environ.get("QTHA_KERNEL", "").lower() == "torch":
+        return None
+    compiler = os.environ.get("CXX", "c++")
+    key = compiler
+    with _lock:
+        if key not in _loaded:
+            _loaded[key] = _build(compiler)
+        return _loaded[key]
+
+
+def _cpu_id() -> str:
+    """What ``-march=native`` depends on: the CPU model and its feature flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    keep = [line for line in lines if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def _build(compiler: str) -> Kernel | None:
+    """Load the cached library for this source, flags and CPU, compiling it first if it is not there."""
+    digest = hashlib.sha256(
+        "\0".join([SOURCE, compiler, *_FLAGS, platform.machine(), _cpu_id()]).encode()
+    ).hexdigest()[:16]
+    root = Path(os.environ.get("QTHA_CACHE_DIR") or Path.home() / ".cache" / "qtha") / "kernels"
+    target = root / f"qtha_circuit_{digest}.so"
+    try:
+        if not target.exists():
+            _compile(compiler, target)
+        return Kernel(ctypes.CDLL(str(target)))
+    except (OSError, subprocess.SubprocessError) as exc:
+        warnings.warn(
+            f"QTHA circuit kernel unavailable ({exc}); using the torch simulator (slower). "
+            "Install a C++ compiler (g++) or set QTHA_KERNEL=torch to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _compile(compiler: str, target: Path) -> None:
+    """Compile :data:`SOURCE` into ``target`` (a few seconds; 10-20 s on a busy 2-core machine)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "qtha_circuit.cpp"
+        src.write_text(SOURCE)
+        out = Path(tmp) / target.name
+        proc = subprocess.run(
+            [compiler, *_FLAGS, str(src), "-o", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise OSError(f"{compiler} failed: {proc.stderr.strip()[-500:]}")
+        os.replace(out, target)  # atomic: a concurrent builder finds a whole file or none
