@@ -1,0 +1,268 @@
+"""The study machinery on the tiny real model: arms, lr sweep, resume after a kill, report from the registry.
+
+Runs are a few optimiser steps on the tiny 2-layer model with built-in data, so the whole study takes
+seconds of training; what is checked is the machinery (which runs exist, which lr is chosen, what is
+redone after a kill, where the report's numbers come from), not the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+import training.recipe as recipe
+from evals import study
+from evals.cli import main as eval_main
+from evals.registry import Registry
+from evals.study import MARKER, StudyError, load_config, plan, run_study
+
+
+def _config(model_dir: Path, **over) -> dict:
+    cfg = {
+        "model": str(model_dir),
+        "train": {
+            "r": 2,
+            "layers": 1,
+            "steps": 4,
+            "batch_size": 2,
+            "max_len": 192,
+            "eval_every": 2,
+            "save_every": 1,
+            "dev_fraction": 0.2,
+            "dev_limit": 4,
+        },
+        "step_seconds": {str(model_dir): {"qtha": 0.5, "lora": 0.25}},
+        "arms": {
+            "qtha": {"method": "qtha", "variant": "ABC"},
+            "qtha-AB": {"method": "qtha", "variant": "AB"},
+            "lora": {"method": "lora"},
+        },
+        "protocols": {
+            "reference": {"lrs": [5.0e-5], "seeds": [0, 1]},
+            "tuned": {"lrs": [5.0e-5, 1.0e-2, 1.0e-1], "seeds": [0, 1], "sweep_seed": 0},
+        },
+        "pairs": [["qtha", "lora"]],
+        "domains": {
+            "counseling": {
+                "train": "synthetic-counseling:30",
+                "evals": {"synth-test": {"data": "synthetic-counseling:6", "limit": 6}},
+                "generate_limit": 2,
+                "safety_probes": False,
+                "protocols": {
+                    "reference": {"arms": ["qtha", "qtha-AB", "lora"], "arm_seeds": {"qtha-AB": [0]}},
+                },
+            },
+            "math": {
+                "train": "synthetic-math:30",
+                "evals": {"synth-dev": {"data": "synthetic-math:6", "limit": 6}},
+                "protocols": {"tuned": {"arms": ["lora"]}},
+                "accuracy": {
+                    "model": str(model_dir),
+                    "arms": ["lora"],
+                    "lr_from": "tuned",
+                    "seeds": [0],
+                    "data": "synthetic-math:4",
+                    "limit": 4,
+                    "max_tokens": 8,
+                },
+            },
+        },
+    }
+    cfg.update(over)
+    return cfg
+
+
+def _write(tmp_path: Path, cfg: dict) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _dev_loss(folder: Path) -> float:
+    return json.loads((folder / "summary.json").read_text())["dev_loss_last"]
+
+
+@pytest.fixture
+def trained_folders(monkeypatch) -> list[str]:
+    """Records the run folder of every training call the study makes (the real recipe still runs)."""
+    calls: list[str] = []
+    real = recipe.train
+
+    def counting(cfg, **kw):
+        calls.append(Path(cfg.out).name)
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(recipe, "train", counting)
+    return calls
+
+
+# --- bad input: refused before anything trains ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["arms"]["qtha"].update(qubitz=3), "arms.qtha.qubitz: unknown arm key"),
+        (lambda c: c["protocols"]["tuned"].update(lrs=[]), "protocols.tuned.lrs: expected a non-empty list"),
+        (lambda c: c["protocols"]["tuned"].update(lrs=[1e-3, 0.0]), "protocols.tuned.lrs: expected positive"),
+        (lambda c: c["protocols"]["reference"].update(lrs=[-1e-4]), "protocols.reference.lrs"),
+        (
+            lambda c: c["domains"]["math"].update(train="gsm8k:/no/such/train.jsonl"),
+            "domains.math.train",
+        ),
+        (
+            lambda c: c["domains"]["counseling"]["evals"]["synth-test"].update(data="nosuchset:x"),
+            "domains.counseling.evals.synth-test.data",
+        ),
+        (
+            lambda c: c["domains"]["counseling"]["protocols"]["reference"].update(arms=["qtha", "dora"]),
+            "unknown arm 'dora'",
+        ),
+        (lambda c: c.update(methods=[]), "unknown key 'methods'"),
+    ],
+)
+def test_bad_config_fails_before_training(
+    tiny_chat_model_dir, tmp_path, isolated_env, trained_folders, capsys, change, message
+):
+    cfg = _config(tiny_chat_model_dir)
+    change(cfg)
+    path = _write(tmp_path, cfg)
+    with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(path)
+    assert eval_main(["study", "--config", path, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qtha-eval study: error:") and "\n" not in err and "Traceback" not in err
+    assert trained_folders == [] and not (tmp_path / "out").exists()
+
+
+def test_dry_run_prints_plan_and_budget(tiny_chat_model_dir, tmp_path, isolated_env, trained_folders, capsys):
+    path = _write(tmp_path, _config(tiny_chat_model_dir))
+    assert eval_main(["study", "--config", path, "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    # counselling reference: qtha and lora x 2 seeds + qtha-AB x 1; math tuned sweep 3 lrs + seed 1;
+    # the accuracy run waits for the sweep's best lr; two base evaluations and one base accuracy
+    assert "counseling final" in out and " 5 runs (5 to do) x 4 steps" in out
+    assert "math       sweep" in out and "best not known yet" in out
+    assert "estimated time left" in out and "CPU-hours" in out
+    assert trained_folders == [] and not (tmp_path / "out").exists()
+
+
+# --- a whole tiny study ------------------------------------------------------------------------------
+
+
+def test_study_arms_sweep_resume_and_report(
+    tiny_chat_model_dir, tmp_path, isolated_env, trained_folders, monkeypatch
+):
+    path = _write(tmp_path, _config(tiny_chat_model_dir))
+    out = tmp_path / "out"
+    cfg = load_config(path)
+
+    # 1. killed during its third training run
+    started: list[int] = []
+
+    def kill_third_run(step: int) -> None:
+        if step == 1:
+            started.append(1)
+        if len(started) == 3 and step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe, "_after_step", kill_third_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(path, str(out), progress=False)
+    monkeypatch.setattr(recipe, "_after_step", None)
+    killed = trained_folders[-1]
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob(f"runs/*/{MARKER}")}
+    assert len(trained_folders) == 3 and len(finished) >= 2 and killed not in finished
+    assert (out / "runs" / killed / "checkpoints").is_dir()
+
+    # 2. started again: finished runs are not redone, the killed one resumes, the rest run once
+    del trained_folders[:]
+    summary = run_study(path, str(out), progress=False)
+    assert not set(trained_folders) & set(finished)
+    assert trained_folders[0] == killed and len(trained_folders) == len(set(trained_folders))
+    for name, mtime in finished.items():
+        assert (out / "runs" / name / MARKER).stat().st_mtime_ns == mtime
+    rows = [json.loads(x) for x in (out / "runs" / killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]  # resumed at step 2, not restarted
+
+    # 3. arms: every planned run finished, in the registry, with the arm's training options
+    runs, best = plan(cfg, out)
+    assert all(study._done(out, r) for r in runs)
+    recorded = {r["id"]: r for r in Registry().list_runs()}
+    for r in runs:
+        if r.values:
+            rec = recorded[f"study:{r.folder}"]
+            assert rec["config_json"]["method"] == cfg["arms"][r.arm]["method"]
+            assert rec["config_json"].get("variant") == cfg["arms"][r.arm].get("variant")
+    reference = [r for r in runs if "final" in r.roles.get("reference", ())]
+    assert sorted((r.arm, r.seed) for r in reference) == [
+        ("lora", 0),
+        ("lora", 1),
+        ("qtha", 0),
+        ("qtha", 1),
+        ("qtha-AB", 0),
+    ]
+    assert {r.lr for r in reference} == {5.0e-5}
+
+    # 4. sweep: the best lr is the one with the lowest final dev loss, used by the final and accuracy runs
+    sweep = {r.lr: r for r in runs if r.domain == "math" and "sweep" in r.roles.get("tuned", ())}
+    assert sorted(sweep) == [5.0e-5, 1.0e-2, 1.0e-1]
+    losses = {lr: _dev_loss(out / "runs" / r.folder) for lr, r in sweep.items()}
+    chosen = min(losses, key=losses.get)
+    assert best[("math", "tuned", "lora")] == chosen
+    finals = [r for r in runs if r.domain == "math" and "final" in r.roles.get("tuned", ())]
+    assert sorted(r.seed for r in finals) == [0, 1] and {r.lr for r in finals} == {chosen}
+    accuracy = [r for r in runs if r.stage == "accuracy"]
+    assert len(accuracy) == 1 and accuracy[0].lr == chosen
+    # the seed-0 final run is the sweep run itself, trained once
+    assert sweep[chosen].folder in {r.folder for r in finals}
+    assert len([f for f in trained_folders if f.startswith("math-lora-lr")]) <= 4
+
+    # 5. the report: one table per domain and protocol, from the registry
+    md = summary["markdown"]
+    assert "## counseling / reference" in md and "## math / tuned" in md and "## math / accuracy" in md
+    assert "Paired difference qtha - lora" in md and "Dev loss by step" in md
+    assert f"lora {chosen:g}" in md  # the chosen lr is stated
+    assert (out / "report" / "report.md").is_file()
+    table = summary["tables"]["counseling/reference"]
+    assert table["qtha/synth-test/eval_loss"]["n"] == 2 and table["qtha-AB/synth-test/eval_loss"]["n"] == 1
+
+    # change one recorded figure in the registry: the rebuilt report shows it (no log is re-read)
+    db = sqlite3.connect(Registry().path)
+    row_id, payload = next(
+        (i, json.loads(j))
+        for i, j in db.execute("SELECT id, json FROM evaluations WHERE task = 'study'")
+        if json.loads(j)["arm"] == "qtha-AB" and json.loads(j)["domain"] == "counseling"
+    )
+    payload["sets"]["synth-test"]["eval_loss"] = 123.25
+    db.execute("UPDATE evaluations SET json = ? WHERE id = ?", [json.dumps(payload), row_id])
+    db.commit()
+    db.close()
+    with Registry() as reg:
+        rebuilt = study.study_report(cfg, out, reg)
+    assert rebuilt["tables"]["counseling/reference"]["qtha-AB/synth-test/eval_loss"]["mean"] == 123.25
+
+    # 6. a deleted evaluation marker: only that run is evaluated again (its artifact is reused)
+    del trained_folders[:]
+    one = reference[0]
+    (out / "runs" / one.folder / MARKER).unlink()
+    run_study(path, str(out), progress=False)
+    assert trained_folders == [] and (out / "runs" / one.folder / MARKER).is_file()
+
+
+def test_math_fewshot_prompt_and_overlap():
+    from evals import math_eval
+    from training.data import load
+
+    shots, _ = load("synthetic-math:2")
+    items, _ = load("synthetic-math:3", seed=7)
+    prompt = math_eval.fewshot_prompt(items[0], shots)
+    assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert prompt[2]["content"] == shots[0].target and "####" in prompt[2]["content"]
+    assert prompt[-1] == items[0].prompt[-1] and prompt[0] == items[0].prompt[0]
+    with pytest.raises(ValueError, match="also an evaluation item"):
+        math_eval.run(None, [items[0], shots[1]], "base", fewshot=shots)
