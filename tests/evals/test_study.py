@@ -266,3 +266,43 @@ def test_math_fewshot_prompt_and_overlap():
     assert prompt[-1] == items[0].prompt[-1] and prompt[0] == items[0].prompt[0]
     with pytest.raises(ValueError, match="also an evaluation item"):
         math_eval.run(None, [items[0], shots[1]], "base", fewshot=shots)
+
+
+def test_eval_run_fewshot_option(tiny_chat_model_dir, isolated_env):
+    """``qtha-eval run --fewshot N --fewshot-data SPEC``: strict and flexible side by side, bad input refused."""
+    from evals.runner import EvalError, run_evaluation
+    from tests.conftest import DATA_DIR
+
+    gsm8k = DATA_DIR / "gsm8k" / "train.jsonl"
+    common = dict(task="gsm8k", model=str(tiny_chat_model_dir), artifacts=[], max_tokens=4, batch_size=2)
+    summary = run_evaluation(
+        data=f"gsm8k:{gsm8k}@-3:",
+        fewshot=2,
+        fewshot_data=f"gsm8k:{gsm8k}@:2",
+        out=str(isolated_env / "rep"),
+        **common,
+    )
+    (base,) = summary["results"]
+    assert summary["fewshot"] == 2 and base["shots"] == 2.0 and base["n"] == 3.0
+    low, high = base["flexible_error_rate_ci"]
+    assert (
+        low <= base["flexible_error_rate"] <= high and base["ci_low"] <= base["error_rate"] <= base["ci_high"]
+    )
+    with pytest.raises(EvalError, match="--fewshot: needs --fewshot-data"):
+        run_evaluation(data=f"gsm8k:{gsm8k}@-3:", fewshot=2, out=str(isolated_env / "x"), **common)
+    with pytest.raises(EvalError, match="only math tasks"):
+        run_evaluation(
+            **{**common, "task": "counseling"},
+            data="synthetic-counseling:2",
+            fewshot=1,
+            fewshot_data="synthetic-counseling:1",
+            out=str(isolated_env / "x"),
+        )
+    with pytest.raises(ValueError, match="also an evaluation item"):
+        run_evaluation(
+            data=f"gsm8k:{gsm8k}@-3:",
+            fewshot=1,
+            fewshot_data=f"gsm8k:{gsm8k}@-1:",
+            out=str(isolated_env / "x"),
+            **common,
+        )
