@@ -188,16 +188,27 @@ class QTHALinear(nn.Module, QTHALayer):
 
         Weights stored in bf16/fp16 (``autocast_adapter_dtype=False``) are cast to x's dtype on use, so
         the maths is float32 either way and their gradients arrive in their own dtype.
+
+        The maps on either side of the circuit are linear, so they run folded (as in :meth:`add_fused`):
+        ``c = x @ P`` and ``y = h @ Q`` with ``P = dense(MPO_A) W_A^T`` (d_in, r) and
+        ``Q = s W_B^T dense(MPO_B)`` (r, d_out), rebuilt from the cores on every call so that autograd
+        carries their gradients. Per token that costs LoRA's ``r (d_in + d_out)`` instead of
+        ``m (d_in + d_out)`` through the bottleneck of width m, and backward keeps only x and r-wide
+        activations; the same values up to float32 rounding.
         """
         x = self.qtha_dropout[adapter](x)
-        a = self.qtha_mpo_a[adapter](x) if adapter in self.qtha_mpo_a else x  # (..., m) or (..., d_in)
-        c = _linear(self.qtha_w_a[adapter], a)  # (..., r) circuit input angles
+        dtype = x.dtype
+        p_t = _weight(self.qtha_w_a[adapter], dtype)  # (r, m or d_in)
+        if adapter in self.qtha_mpo_a:
+            p_t = p_t @ self.qtha_mpo_a[adapter].to_dense(dtype).t()  # (r, d_in)
+        c = F.linear(x, p_t)  # (..., r) circuit input angles
         h = _linear(self.qtha_cw[adapter], c)  # (..., r) classical path
         if adapter in self.qtha_qnn:
             h = h + _linear(self.qtha_qw[adapter], self.qtha_qnn[adapter](c))  # quantum path
-        b = _linear(self.qtha_w_b[adapter], h)  # (..., m) or (..., d_out)
-        y = self.qtha_mpo_b[adapter](b) if adapter in self.qtha_mpo_b else b
-        return y * self.qtha_scaling[adapter]
+        q = _weight(self.qtha_w_b[adapter], dtype).t() * self.qtha_scaling[adapter]  # (r, m or d_out)
+        if adapter in self.qtha_mpo_b:
+            q = q @ self.qtha_mpo_b[adapter].to_dense(dtype)  # (r, d_out)
+        return h @ q  # (..., d_out)
 
     def add_fused(self, adapter: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """``result + delta(x)`` without gradients, the linear maps folded together (inference, eval mode).
@@ -288,8 +299,13 @@ def _versions(tensors: list[torch.Tensor]) -> tuple:
 
 def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` computed in x's dtype whatever the dtype of the module's (bias-free) weight."""
+    return F.linear(x, _weight(module, x.dtype))
+
+
+def _weight(module: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+    """The module's weight in ``dtype`` (cast on use when stored in another)."""
     w = module.weight
-    return F.linear(x, w if w.dtype == x.dtype else w.to(x.dtype))
+    return w if w.dtype == dtype else w.to(dtype)
 
 
 def _kaiming_(weight: torch.Tensor, generator: torch.Generator | None) -> None:
