@@ -4,6 +4,7 @@ qtha-eval run --task gsm8k --data gsm8k:test.jsonl --artifacts runs/math-qtha/ar
 qtha-eval run --task counseling --data esconv:test.jsonl --artifacts runs/counsel-qtha/artifact --limit 50 --out reports/c
 qtha-eval history [--json]          qtha-eval compare 3 4
 qtha-eval bench simulator|train-step|serve|device ...
+qtha-eval safety --split dev|test [--json]
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(bench_sub)
 
-    for name in ("evals.robustness", "evals.study"):
+    for name in ("evals.robustness", "evals.study", "evals.safety_eval"):
         try:
             importlib.import_module(name).register(sub)
         except ModuleNotFoundError as exc:

@@ -1,23 +1,30 @@
-"""Safety layer for people in distress: crisis detection, declines, crisis resources and an output check.
+"""Safety layer for people in distress: risk detection, declines, crisis resources and an output check.
 
-A mental-health assistant will be written to by people in crisis. Whatever the adapter would generate,
-such a person must get crisis resources first and nothing that could help them harm themselves. This
-module decides that from the text alone (no web types, no model other than the sentence embedder):
+A mental-health assistant will be written to by people in danger, in any language. Whatever the adapter
+would generate, such a person must get the right resources first and nothing that could help them harm
+themselves or others. This module decides that from the text alone (no web types, no model other than
+a sentence embedder):
 
-    user message ──► assess() ──► SafetyAssessment(crisis, kind, score, matched)
-                        │  1. patterns: direct statements ("kill myself", "end my life", "self-harm",
-                        │     lethal-dose questions, ...), written so that idioms ("this traffic is
-                        │     killing me", "kill a python process") do not match;
+    user message ──► assess() ──► SafetyAssessment(crisis, kind, category, categories, language, ...)
+                        │  0. figures of speech are blanked ("this homework is killing me", "me muero de
+                        │     risa", "累死了"; see serving.risk.mask_idioms);
+                        │  1. patterns per risk category and language (en, zh, es, fr), with slang and
+                        │     misspellings ("kms", "unalive myself", "suicidial");
                         │  2. embedding similarity: max cosine between the message (and each of its
-                        │     sentences) and crisis exemplars, >= threshold -> crisis. This catches
-                        │     indirect statements ("everyone would be better off without me");
+                        │     sentences) and each category's exemplars, >= threshold -> that category.
+                        │     The embedder is multilingual (USE v3, serving.safety_embedder), so one
+                        │     exemplar set serves every language; indirect statements ("everyone would
+                        │     be better off without me") are caught here;
                         │  3. patterns for diagnosis requests and medication-dose requests.
                         ▼
-    engine: crisis -> crisis_reply() (or generate, then wrap_reply, which puts the resources first);
+    engine: crisis -> crisis_reply(locale, category, language): the category's resources first (in the
+            user's language too, for zh / es / fr), no generated text;
             diagnosis / medication in the counselling domain -> decline_reply(kind);
             every generated text -> final_check() (drops sentences giving self-harm means).
 
-Nothing here stores message content; `SafetyCounters` counts events by kind only.
+Categories (serving.risk.CATEGORIES): suicide_self_harm, overdose_injury, danger_from_others,
+child_at_risk, sexual_assault, harm_to_others. Nothing here stores message content; `SafetyCounters`
+counts events by kind only, and an assessment names rules and categories, never the user's words.
 """
 
 from __future__ import annotations
@@ -26,19 +33,34 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+from .risk import (
+    CATEGORIES,
+    CATEGORY_EXEMPLARS,
+    RISK_RESOURCES,
+    detect_language,
+    english_exemplars,
+    lead_in,
+    mask_idioms,
+    match_patterns,
+    ordered,
+    resources,
+    support_text,
+)
+from .safety_embedder import is_multilingual
 
 __all__ = [
     "AI_DISCLOSURE",
+    "CATEGORIES",
     "COUNSELING_DOMAINS",
     "CRISIS_EXEMPLARS",
     "CRISIS_RESOURCES",
     "DEFAULT_CRISIS_THRESHOLD",
+    "MULTILINGUAL_CRISIS_THRESHOLD",
+    "RISK_RESOURCES",
     "SafetyAssessment",
     "SafetyCounters",
     "SafetyLayer",
@@ -60,32 +82,9 @@ COUNSELING_DOMAINS = frozenset({"counseling", "counselling"})
 # Resources and fixed texts
 # ---------------------------------------------------------------------------------------------------
 
-CRISIS_RESOURCES: dict[str, str] = {
-    "US": (
-        "If you are thinking about suicide or about hurting yourself, please reach out now: call or "
-        "text 988 to reach the 988 Suicide & Crisis Lifeline (free, 24/7), or call 911 if you are in "
-        "immediate danger."
-    ),
-    "UK": (
-        "If you are thinking about suicide or about hurting yourself, please reach out now: call "
-        "Samaritans free on 116 123 (24/7), or call 999 if you are in immediate danger."
-    ),
-    "CA": (
-        "If you are thinking about suicide or about hurting yourself, please reach out now: call or "
-        "text 9-8-8 to reach the Suicide Crisis Helpline (free, 24/7), or call 911 if you are in "
-        "immediate danger."
-    ),
-    "AU": (
-        "If you are thinking about suicide or about hurting yourself, please reach out now: call "
-        "Lifeline on 13 11 14 (24/7), or call 000 if you are in immediate danger."
-    ),
-    "INTL": (
-        "If you are thinking about suicide or about hurting yourself, please reach out now: call your "
-        "local emergency number if you are in immediate danger, or find a free, confidential crisis "
-        "line in your country at https://findahelpline.com."
-    ),
-}
-"""The line a crisis reply leads with, by locale (country code). Unknown locales use 'INTL'."""
+CRISIS_RESOURCES: dict[str, str] = RISK_RESOURCES["suicide_self_harm"]
+"""The suicide and self-harm resource line, by locale (country code). Unknown locales use 'INTL'.
+Other categories' lines are in `RISK_RESOURCES`."""
 
 _LOCALE_ALIASES = {"GB": "UK", "USA": "US", "CAN": "CA", "AUS": "AU"}
 _EMERGENCY_NUMBERS = {"US": "911", "UK": "999", "CA": "911", "AU": "000"}
@@ -107,22 +106,44 @@ def _norm_locale(locale: str | None) -> str:
     return _LOCALE_ALIASES.get(code, code)
 
 
-def crisis_resources(locale: str | None = "US") -> str:
-    """The crisis-resource line for `locale` (country code); unknown or None -> the international text."""
-    return CRISIS_RESOURCES.get(_norm_locale(locale), CRISIS_RESOURCES["INTL"])
+def crisis_resources(locale: str | None = "US", category: str = "suicide_self_harm") -> str:
+    """The resource line for `category` in `locale` (country code); unknown or None -> international."""
+    return resources(category, _norm_locale(locale))
 
 
-def crisis_reply(locale: str | None = "US") -> str:
-    """A complete reply to someone in crisis: leads with the resources, warm, short, no means information."""
-    return (
-        f"{crisis_resources(locale)}\n\n"
-        "I'm really sorry you're feeling this way, and I'm glad you told me. You don't have to carry "
-        "this alone: the people on these lines are trained to listen and can talk with you right now. "
-        "If you can, reach out to someone you trust and let them know how you are feeling, and stay "
-        "somewhere safe while you do.\n\n"
-        "I'm an AI assistant, not a therapist or clinician, but I'm here to keep talking with you if "
-        "that helps."
-    )
+_AI_LINE = (
+    "I'm an AI assistant, not a therapist or clinician, but I'm here to keep talking with you if "
+    "that helps."
+)
+
+
+def crisis_reply(
+    locale: str | None = "US",
+    category: str = "suicide_self_harm",
+    language: str = "en",
+    also: Sequence[str] = (),
+) -> str:
+    """A complete reply to someone at risk: leads with the resources, warm, short, no means information.
+
+    Args:
+        locale: country code choosing the numbers (US, UK, CA, AU; anything else: international).
+        category: the primary risk category (see `CATEGORIES`); its resources come first.
+        language: 'zh', 'es' or 'fr' put a lead-in sentence with the same numbers in that language
+            first, and the closing paragraph in that language; anything else: English only.
+        also: further categories the message matched; their resource lines follow the first.
+
+    Raises:
+        ValueError: unknown category.
+    """
+    code = _norm_locale(locale)
+    lines = [lead] if (lead := lead_in(category, code, language)) else []
+    for c in [category, *(c for c in ordered(also) if c != category)]:
+        line = resources(c, code)
+        if line not in lines:
+            lines.append(line)
+    if language in ("zh", "es", "fr"):
+        return "\n\n".join([*lines, support_text(category, language)])
+    return "\n\n".join([*lines, support_text(category, "en"), _AI_LINE])
 
 
 def decline_reply(kind: str, locale: str | None = "US") -> str:
@@ -160,147 +181,24 @@ def decline_reply(kind: str, locale: str | None = "US") -> str:
 # Detection
 # ---------------------------------------------------------------------------------------------------
 
-CRISIS_EXEMPLARS: tuple[str, ...] = (
-    # direct
-    "I want to kill myself",
-    "I'm going to end my life",
-    "I've been thinking about suicide",
-    "I want to die",
-    "I don't want to be alive anymore",
-    "I'm going to take my own life",
-    "I've been cutting myself again",
-    "I keep hurting myself on purpose",
-    "I took a whole bottle of pills",
-    "I have a plan to end it tonight",
-    # indirect
-    "Everyone would be better off if I were dead",
-    "I'm just a burden, they'd all be happier if I died",
-    "Nobody would miss me if I was gone",
-    "There's no reason for me to keep living",
-    "I can't go on living like this",
-    "I wish I could go to sleep and never wake up",
-    "I want everything to stop, for good",
-    "I've written letters for my loved ones to read after I'm gone",
-    "I've been giving away my things because I won't need them",
-    "I won't be a burden to anyone much longer",
-    "I keep thinking about jumping off a bridge",
-    "I've been saving up my pills",
-    "Life isn't worth living anymore",
-    "I just want to disappear forever and never come back",
-    "I'm done with life, I can't do this anymore",
-    "I won't be around much longer",
-    "There's no way out except dying",
-    # passive wishes, preparation, method ideation, final acts
-    "I wish something would just happen to me so I wouldn't have to wake up",
-    "I hope I get hit by a car",
-    "I've got everything ready and I've written a note",
-    "I've been thinking about crashing my car on purpose",
-    "I've been reading about which overdose would be fatal",
-    "I've been planning my own funeral",
-    "I just want the pain to stop forever",
-    "This is the last time you'll hear from me",
-)
-"""Short crisis statements, direct and indirect; a message close to any of them is a crisis."""
+CRISIS_EXEMPLARS: tuple[str, ...] = CATEGORY_EXEMPLARS["suicide_self_harm"]
+"""Suicide and self-harm exemplars (all categories' are in `CATEGORY_EXEMPLARS`)."""
 
 DEFAULT_CRISIS_THRESHOLD = 0.52
-STRONG_CRISIS_SIMILARITY = 0.60
-"""Cosine similarity (all-MiniLM-L6-v2) to the nearest crisis exemplar at or above which a message is a
-crisis. Chosen for recall, since a missed crisis costs far more than an extra resources line.
-Measured with these exemplars and patterns (embedding OR pattern flags):
+"""Cosine similarity (all-MiniLM-L6-v2, English exemplars) to the nearest exemplar at or above which a
+message is in that category; used when the multilingual encoder is not installed. Chosen for recall on
+the earlier held-out English set (recall 0.73, FP 0.13 on 15 + 15 messages; ESConv seeker turns 0.7%)."""
 
-    threshold                                  0.50   0.52   0.55   0.60
-    held-out crisis statements (15), recall    0.80   0.73   0.53   0.47
-    held-out everyday/sad messages (15), FP    0.13   0.13   0.07   0.00
-    ESConv seeker turns (14,792), flagged      1.0%   0.7%   0.4%   0.2%
+MULTILINGUAL_CRISIS_THRESHOLD = 0.55
+"""The same for USE multilingual v3 (serving.safety_embedder), tuned on evals/data/safety/dev.jsonl."""
 
-Everyday idioms score well below it ("this homework is killing me" 0.19, "how do I kill a python
-process" 0.34, "this traffic is killing me" 0.41); near-misses above it include "I'm going to kill it
-at the interview tomorrow" (0.52) and "I hurt myself playing football" (0.54)."""
+STRONG_MARGIN = 0.08
+"""Above threshold + STRONG_MARGIN a similarity outweighs a diagnosis / dosing pattern."""
+
+RUNNER_UP_MARGIN = 0.03
+"""A second category within this of the best similarity also gets its resources."""
 
 _I = re.IGNORECASE
-
-_HARM_VERBS = r"hurt|cut|burn|starve|punish"
-_HARM_VERBS_ING = r"hurting|cutting|burning|starving|punishing"
-# Each pattern is (name, regex). They look for first-person self-harm language, never bare verbs such
-# as "kill" or "die", so that idioms and programming questions do not match.
-_CRISIS_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (
-        "suicide",
-        re.compile(
-            r"(?<!not\s)(?<!n't\s)\bsuicid(?:e|al|ality)\b(?!\s+(?:hotlines?|prevention|squad)\b)", _I
-        ),
-    ),
-    (
-        "kill_myself",
-        re.compile(r"\b(?:kill(?:ing)?|hang(?:ing)?|shoot(?:ing)?)\s+my\s*self\b", _I),
-    ),
-    (
-        "end_my_life",
-        re.compile(
-            r"\b(?:end(?:ing)?|take|taking|took)\s+my\s+(?:own\s+)?life\b"
-            r"|\bend(?:ing)?\s+it\s+all\b|\bend\s+it\s+(?:tonight|today|now|soon)\b"
-            r"|\b(?:want|wanna|going|gonna|decided|ready|plan(?:ning)?|thoughts?\s+of|think(?:ing)?\s+(?:of|about))\s+(?:to\s+)?"
-            r"end(?:ing)?\s+(?:it|things|everything)\b(?!\s+(?:with|between))",
-            _I,
-        ),
-    ),
-    (
-        "want_to_die",
-        re.compile(
-            r"(?<!n't\s)(?<!not\s)(?<!never\s)\b(?:want|wanna|wanted|wish|ready|deserve)\s+(?:to\s+)?die\b(?!\s+(?:of|from|laughing)\b)"
-            r"|\bwish\s+i\s+(?:was|were)\s+dead\b|\bwish\s+i\s+(?:had\s+)?never\s+(?:been\s+born|existed)\b",
-            _I,
-        ),
-    ),
-    (
-        "not_alive",
-        re.compile(
-            r"\b(?:don'?t|do\s+not|no\s+longer)\s+want\s+to\s+(?:be\s+alive|live|exist|be\s+here|wake\s+up)\b"
-            r"(?!\s+(?:in|with|there|here|at|near|on|without|under|through)\b)"
-            r"|\bno\s+(?:reason|point)\s+(?:in\s+|to\s+)?(?:living|live|going\s+on|being\s+alive)\b"
-            r"|\b(?:life\s+is\s*n'?t|life\s+is\s+not|not)\s+worth\s+living\b"
-            r"|\bcan'?t\s+go\s+on\s+(?:living|anymore|like\s+this)\b"
-            r"|\b(?:what'?s|what\s+is)\s+the\s+point\s+(?:of|in)\s+(?:being\s+alive|living|life|going\s+on)\b"
-            r"|\btired\s+of\s+(?:being\s+alive|living|life)\b",
-            _I,
-        ),
-    ),
-    (
-        "better_off_dead",
-        re.compile(r"\bbetter\s+off\s+(?:dead|without\s+me|if\s+i\s+(?:was|were)\s+(?:dead|gone))\b", _I),
-    ),
-    (
-        "self_harm",
-        re.compile(
-            r"\bself[-\s]?harm(?:ing|ed)?\b|\bself[-\s]?injur(?:y|e|ing)\b|\bharm(?:ed|ing)?\s+my\s*self\b"
-            rf"|\b(?:{_HARM_VERBS_ING})\s+my\s*self\b"
-            r"|\b(?:want|wanna|wanted|going|urges?|tempted|tr(?:y|ied|ying)|think(?:ing)?\s+about|thought\s+about"
-            rf"|plan(?:ning)?)\s+(?:to\s+)?(?:{_HARM_VERBS})\s+my\s*self\b"
-            rf"|\b(?:{_HARM_VERBS})\s+my\s*self\s+(?:again|on\s+purpose|deliberately|intentionally)\b"
-            r"|\bcut(?:ting)?\s+my\s+(?:wrists?|arms?|thighs?)\b|\b(?:started|start|been)\s+cutting\s+again\b"
-            r"|\bi(?:'m|\s+am)\s+a\s+cutter\b",
-            _I,
-        ),
-    ),
-    (
-        "overdose",
-        re.compile(
-            r"\boverdos(?:e|ed|ing)\b|\b(?:take|took|swallow(?:ed)?)\s+(?:all|a\s+whole\s+bottle)\s+of\s+(?:my\s+)?(?:pills|meds|tablets)\b",
-            _I,
-        ),
-    ),
-    (
-        "lethal_means",
-        re.compile(
-            r"\b(?:lethal|fatal|deadly)\s+(?:dose|amount|overdose|quantity)\b"
-            r"|\bhow\s+(?:many|much)\b[^.?!\n]{0,60}\b(?:to\s+die|kill\s+(?:me|myself|a\s+person|someone)|be\s+(?:lethal|fatal)|to\s+overdose|to\s+od)\b"
-            r"|\b(?:painless|easiest|quickest|best)\s+way\s+to\s+die\b"
-            r"|\bso\s+(?:that\s+)?i\s+(?:don'?t|do\s+not|won'?t|will\s+not|never)\s+wake\s+up\b"
-            r"|\bnever\s+wake\s+up\s+again\b",
-            _I,
-        ),
-    ),
-)
 
 _CONDITIONS = (
     r"bipolar|(?:clinical\s+|major\s+)?depression|depressive\s+disorder|adhd|add|ocd|ptsd|c-ptsd|bpd"
@@ -376,11 +274,21 @@ def _first_match(patterns: Iterable[tuple[str, re.Pattern[str]]], text: str) -> 
     return None
 
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；，])|\n+")
+
+
+_CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_SPLIT.split(text) if len(s.strip()) >= 3]
+    """Sentences and Chinese clauses long enough to embed on their own (>= 4 characters / 3 words):
+    a two- or three-character clause ("好伤心") lands near unrelated exemplars that share a character."""
+    out = []
+    for piece in _SENTENCE_SPLIT.split(text):
+        piece = piece.strip()
+        if len(_CJK_CHAR.findall(piece)) >= 4 or len(piece.split()) >= 3:
+            out.append(piece)
+    return out
 
 
 def latest_user_text(messages: Sequence[Mapping[str, Any] | Any]) -> str:
@@ -399,99 +307,178 @@ def latest_user_text(messages: Sequence[Mapping[str, Any] | Any]) -> str:
 class SafetyAssessment:
     """What the safety layer found in the latest user message.
 
-    `matched` names the rule that fired ('pattern:<name>' or 'exemplar:<index>'), never the user's
-    text, so an assessment can be logged without storing content.
+    `matched` names the rule that fired ('pattern:<lang>:<name>' or 'exemplar:<category>:<index>'),
+    never the user's text, so an assessment can be logged without storing content.
     """
 
     crisis: bool
     kind: SafetyKind | None
     score: float
-    """Max cosine similarity to a crisis exemplar (0.0 when there was no text)."""
+    """Max cosine similarity to a risk exemplar of any category (0.0 when there was no text)."""
     matched: str | None
+    category: str | None = None
+    """Primary risk category (see `CATEGORIES`) when `crisis`; its resources lead the reply."""
+    categories: tuple[str, ...] = ()
+    """Every category the message matched, primary first; the reply carries each one's resources."""
+    language: str = "en"
+    """Detected language of the message ('en', 'zh', 'es', 'fr'): the reply's lead-in language."""
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the response's `qtha.safety` field."""
+        """JSON-ready form for the response's `qtha.safety` field (names rules and categories, no text)."""
         return {
             "crisis": self.crisis,
             "kind": self.kind,
+            "category": self.category,
+            "categories": list(self.categories),
+            "language": self.language,
             "score": round(self.score, 4),
             "matched": self.matched,
         }
 
 
 class SafetyLayer:
-    """Crisis / diagnosis / medication detection, and the replies that go with it, for one locale.
+    """Risk / diagnosis / medication detection, and the replies that go with it, for one locale.
 
     Args:
-        embedder: a SentenceTransformer; None loads the embedded all-MiniLM-L6-v2 on first use.
-        locale: country code for the crisis resources (see `CRISIS_RESOURCES`).
-        threshold: cosine similarity to the nearest crisis exemplar at or above which a message is a
-            crisis.
-        exemplars: crisis exemplars; default `CRISIS_EXEMPLARS`.
+        embedder: anything with SentenceTransformer's `encode(texts, normalize_embeddings=True)`; None
+            loads the multilingual USE v3 on first use (all-MiniLM-L6-v2, with a log line, when its
+            package is missing; see `serving.safety_embedder`).
+        locale: country code for the resources (see `RISK_RESOURCES`).
+        threshold: cosine similarity to the nearest exemplar of a category at or above which a message
+            is in that category. None: `MULTILINGUAL_CRISIS_THRESHOLD` for a multilingual embedder,
+            `DEFAULT_CRISIS_THRESHOLD` for an English one.
+        exemplars: per-category exemplars (default `CATEGORY_EXEMPLARS`), or one sequence of suicide
+            and self-harm exemplars. An English-only embedder compares with the English ones only.
     """
 
     def __init__(
         self,
-        embedder: SentenceTransformer | None = None,
+        embedder: Any = None,
         locale: str = "US",
-        threshold: float = DEFAULT_CRISIS_THRESHOLD,
-        exemplars: Sequence[str] = CRISIS_EXEMPLARS,
+        threshold: float | None = None,
+        exemplars: Mapping[str, Sequence[str]] | Sequence[str] = CATEGORY_EXEMPLARS,
     ) -> None:
-        if not 0.0 < threshold <= 1.0:
+        if threshold is not None and not 0.0 < threshold <= 1.0:
             raise ValueError(f"SafetyLayer.threshold: expected 0 < threshold <= 1; got {threshold!r}")
-        if not exemplars:
+        table = dict(exemplars) if isinstance(exemplars, Mapping) else {"suicide_self_harm": exemplars}
+        unknown = sorted(set(table) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"SafetyLayer.exemplars: expected categories among {CATEGORIES}; got {unknown}")
+        if not any(table.values()):
             raise ValueError("SafetyLayer.exemplars: expected at least one crisis exemplar; got none")
         self._embedder = embedder
         self.locale = locale
-        self.threshold = float(threshold)
-        self.exemplars = tuple(exemplars)
-        self._exemplar_emb: np.ndarray | None = None  # (E, 384), unit rows
-        self._lock = threading.Lock()
+        self._threshold = threshold
+        self._exemplar_table = {c: tuple(v) for c, v in table.items() if v}
+        self._exemplars: list[tuple[str, int, str]] | None = None  # (category, index, text) per row
+        self._exemplar_emb: np.ndarray | None = None  # (E, D), unit rows
+        self._lock = threading.RLock()  # held while loading the embedder inside _exemplar_rows
+
+    @property
+    def embedder(self) -> Any:
+        """The sentence embedder, loaded on first use."""
+        with self._lock:
+            if self._embedder is None:
+                from .safety_embedder import load_safety_embedder
+
+                self._embedder = load_safety_embedder()
+            return self._embedder
+
+    @property
+    def threshold(self) -> float:
+        """The similarity threshold in force (depends on the embedder when none was given)."""
+        if self._threshold is not None:
+            return self._threshold
+        return MULTILINGUAL_CRISIS_THRESHOLD if is_multilingual(self.embedder) else DEFAULT_CRISIS_THRESHOLD
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Unit-norm embeddings, (len(texts), D)."""
-        if self._embedder is None:
-            from serving.embeddings import load_embedder
+        return np.asarray(self.embedder.encode(texts, normalize_embeddings=True, convert_to_numpy=True))
 
-            self._embedder = load_embedder()
-        return np.asarray(self._embedder.encode(texts, normalize_embeddings=True, convert_to_numpy=True))
-
-    def crisis_similarity(self, text: str) -> tuple[float, int]:
-        """(max cosine to a crisis exemplar, its index) over the whole text and each of its sentences.
-
-        Sentences are scored separately because one crisis sentence inside a long message is diluted
-        in the message's mean-pooled embedding.
-        """
+    def _exemplar_rows(self) -> tuple[list[tuple[str, int, str]], np.ndarray]:
+        embedder = self.embedder
         with self._lock:
             if self._exemplar_emb is None:
-                self._exemplar_emb = self._embed(list(self.exemplars))
-        pieces = [text[:2000], *_sentences(text)[:32]]
-        sims = self._embed(pieces) @ self._exemplar_emb.T  # (P, E)
-        flat = int(np.argmax(sims))
-        return float(sims.flat[flat]), flat % sims.shape[1]
+                table = self._exemplar_table
+                if not is_multilingual(embedder):
+                    table = {c: v for c, v in english_exemplars(table).items() if v}
+                rows = [(c, i, t) for c, texts in table.items() for i, t in enumerate(texts)]
+                self._exemplar_emb = self._embed([t for _, _, t in rows])
+                self._exemplars = rows
+            assert self._exemplars is not None
+            return self._exemplars, self._exemplar_emb
+
+    def category_similarity(self, text: str) -> dict[str, tuple[float, int]]:
+        """{category: (max cosine to its exemplars, that exemplar's index)} over the text and its sentences.
+
+        Sentences (and Chinese clauses) are scored separately because one crisis sentence inside a
+        long message is diluted in the message's pooled embedding. `text` should be idiom-masked.
+        """
+        rows, emb = self._exemplar_rows()
+        pieces = [p for p in [text[:2000].strip(), *_sentences(text)[:32]] if p]
+        if not pieces:
+            return {}
+        sims = (self._embed(pieces) @ emb.T).max(axis=0)  # (E,)
+        out: dict[str, tuple[float, int]] = {}
+        for (category, index, _), sim in zip(rows, sims, strict=True):
+            if category not in out or sim > out[category][0]:
+                out[category] = (float(sim), index)
+        return out
+
+    def crisis_similarity(self, text: str) -> tuple[float, int]:
+        """(max cosine to a suicide / self-harm exemplar, its index); (0.0, -1) when there is none."""
+        return self.category_similarity(mask_idioms(text)).get("suicide_self_harm", (0.0, -1))
 
     def assess(self, messages: Sequence[Mapping[str, Any] | Any]) -> SafetyAssessment:
         """Assess the latest user message of an OpenAI-style message list (dicts or `ChatMessage`s)."""
         text = latest_user_text(messages)
         if not text.strip():
             return SafetyAssessment(crisis=False, kind=None, score=0.0, matched=None)
-        score, index = self.crisis_similarity(text)
-        name = _first_match(_CRISIS_PATTERNS, text)
-        if name is not None:
-            return SafetyAssessment(crisis=True, kind="crisis", score=score, matched=f"pattern:{name}")
+        language = detect_language(text)
+        masked = mask_idioms(text)
+        sims = self.category_similarity(masked)
+        score = max((s for s, _ in sims.values()), default=0.0)
+        hits = match_patterns(masked)
+        threshold = self.threshold
+        if hits:
+            return SafetyAssessment(
+                crisis=True,
+                kind="crisis",
+                score=score,
+                matched=f"pattern:{hits[0][1]}",
+                category=hits[0][0],
+                categories=tuple(c for c, _ in hits),
+                language=language,
+            )
         # An explicit diagnosis or dosing request outweighs a weak crisis similarity; a strong one
-        # (>= STRONG_CRISIS_SIMILARITY) is still treated as a crisis.
+        # (threshold + STRONG_MARGIN) is still treated as a crisis.
         for kind, patterns in (("medication", _MEDICATION_PATTERNS), ("diagnosis", _DIAGNOSIS_PATTERNS)):
             name = _first_match(patterns, text)
-            if name is not None and score < max(self.threshold, STRONG_CRISIS_SIMILARITY):
-                return SafetyAssessment(crisis=False, kind=kind, score=score, matched=f"pattern:{name}")
-        if score >= self.threshold:
-            return SafetyAssessment(crisis=True, kind="crisis", score=score, matched=f"exemplar:{index}")
-        return SafetyAssessment(crisis=False, kind=None, score=score, matched=None)
+            if name is not None and score < threshold + STRONG_MARGIN:
+                return SafetyAssessment(
+                    crisis=False, kind=kind, score=score, matched=f"pattern:{name}", language=language
+                )
+        above = sorted(((s, c, i) for c, (s, i) in sims.items() if s >= threshold), reverse=True)
+        if above:
+            best, category, index = above[0]
+            # Categories within RUNNER_UP_MARGIN of the best also get their resources (at most two).
+            close = [c for s, c, _ in above[1:2] if s >= best - RUNNER_UP_MARGIN]
+            return SafetyAssessment(
+                crisis=True,
+                kind="crisis",
+                score=score,
+                matched=f"exemplar:{category}:{index}",
+                category=category,
+                categories=(category, *close),
+                language=language,
+            )
+        return SafetyAssessment(crisis=False, kind=None, score=score, matched=None, language=language)
 
-    def crisis_reply(self) -> str:
-        """`crisis_reply` for this layer's locale."""
-        return crisis_reply(self.locale)
+    def crisis_reply(self, assessment: SafetyAssessment | None = None) -> str:
+        """`crisis_reply` for this layer's locale and, when given, the assessment's category and language."""
+        if assessment is None or assessment.category is None:
+            return crisis_reply(self.locale)
+        return crisis_reply(self.locale, assessment.category, assessment.language, assessment.categories)
 
     def decline_reply(self, kind: str) -> str:
         """`decline_reply` for this layer's locale."""
@@ -598,16 +585,18 @@ def wrap_reply(text: str, assessment: SafetyAssessment, domain: str, locale: str
     """Make a generated reply safe to send.
 
     - `final_check` is applied to `text` (idempotent).
-    - On a crisis (in any domain) the reply LEADS with the crisis resources for `locale`.
+    - On a crisis (in any domain) the reply LEADS with the resources of the assessment's categories
+      for `locale` (suicide and self-harm when it names none).
     - In the counselling domain, or whenever a safety kind was detected, the one-line `AI_DISCLOSURE`
       is appended (once).
     """
     body = final_check(text).strip()
     parts = []
     if assessment.crisis:
-        resources = crisis_resources(locale)
-        if not body.startswith(resources):
-            parts.append(resources)
+        for category in assessment.categories or (assessment.category or "suicide_self_harm",):
+            line = crisis_resources(locale, category)
+            if line not in body:
+                parts.append(line)
     parts.append(body)
     if (domain in COUNSELING_DOMAINS or assessment.kind is not None) and AI_DISCLOSURE not in body:
         parts.append(AI_DISCLOSURE)

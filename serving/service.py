@@ -3,8 +3,10 @@
 No web types here (vLLM's split): ``api.py`` and ``ui.py`` translate to and from HTTP and Gradio.
 
 For every conversation:
-  1. the safety layer assesses the latest user message (patterns + embedding similarity);
-  2. a crisis gets the crisis resources at once, with no generated text at all; a request for a
+  1. the safety layer assesses the latest user message (patterns + embedding similarity, any of
+     en / zh / es / fr) and names its risk category;
+  2. a crisis gets its category's resources at once (lead-in in the user's language), with no
+     generated text at all; a request for a
      diagnosis or a medication dose gets a kind refusal; neither reaches the model;
   3. otherwise ``model='auto'`` picks the domain adapter nearest to the message (exemplar
      embeddings), the engine generates, every sentence passes the means filter as it streams, and a
@@ -75,7 +77,8 @@ class ChatService:
     ) -> None:
         self.engine = engine
         self._embedder = embedder
-        self.safety = safety or SafetyLayer(embedder=embedder, locale=locale)
+        # The safety layer has its own (multilingual) embedder; `embedder` is the router's.
+        self.safety = safety or SafetyLayer(locale=locale)
         self._router = router
         self.chatlog = chatlog
         self.counters = SafetyCounters()
@@ -161,7 +164,7 @@ class ChatService:
         if assessment.crisis or declines:
             # No generation at all: the reply is ours, leads with resources or declines kindly.
             text = (
-                self.safety.crisis_reply()
+                self.safety.crisis_reply(assessment)
                 if assessment.crisis
                 else self.safety.decline_reply(assessment.kind)
             )
