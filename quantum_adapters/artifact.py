@@ -288,6 +288,22 @@ def _checked_manifest(folder: Path) -> tuple[dict[str, Any], bytes]:
     return manifest, data
 
 
+def _files_listed(mpath: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """The manifest's 'files': plain names in the artifact's folder (no paths) -> sha256 hex."""
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str)
+        and k not in ("", ".", "..")
+        and "/" not in k
+        and "\\" not in k
+        and isinstance(v, str)
+        and _HEX64.fullmatch(v)
+        for k, v in files.items()
+    ):
+        raise ArtifactError(f"{mpath}: 'files' must map plain file names to sha256 hex digests")
+    return files
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of an artifact, checked against its own digest and manifest.sha256.
 
@@ -308,11 +324,7 @@ def verify(
     folder = Path(path)
     manifest, manifest_bytes = _checked_manifest(folder)
     mpath = folder / MANIFEST_FILE
-    expected = manifest["files"]
-    if not isinstance(expected, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and _HEX64.fullmatch(v) for k, v in expected.items()
-    ):
-        raise ArtifactError(f"{mpath}: 'files' must map file names to sha256 hex digests")
+    expected = _files_listed(mpath, manifest)
     for required in (CONFIG_FILE, WEIGHTS_FILE):
         if required not in expected:
             raise ArtifactError(f"{mpath}: 'files' does not list {required}")
@@ -481,7 +493,7 @@ def refreeze(old: str | Path, new: str | Path) -> Path:
         raise ArtifactError(
             f"{out} already exists: a frozen artifact is never overwritten; choose another path"
         )
-    expected: dict[str, str] = manifest["files"]
+    expected = _files_listed(folder / MANIFEST_FILE, manifest)
     present = {p.name for p in folder.iterdir()} - {MANIFEST_FILE}
     if present - set(expected):
         raise ArtifactError(

@@ -32,6 +32,7 @@ from quantum_adapters.artifact import (
     generate_key,
     load_frozen,
     read_manifest,
+    refreeze,
     sign,
     verify,
 )
@@ -273,3 +274,23 @@ def test_newer_format_is_refused_naming_the_version(frozen, tmp_path):
     (art / MANIFEST_FILE).write_text(_manifest_text(manifest))
     with pytest.raises(ArtifactError, match="format 3 was written by a newer qtha"):
         verify(art)
+
+
+@pytest.mark.parametrize("name", ["../outside.bin", "sub/file", ".", ""])
+def test_files_outside_the_folder_are_refused_even_in_a_consistent_manifest(frozen, tmp_path, name):
+    art = _copy(frozen, tmp_path / "art")
+    manifest = json.loads((art / MANIFEST_FILE).read_text())
+    manifest["files"][name] = "0" * 64
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (art / MANIFEST_FILE).write_text(_manifest_text(manifest))
+    (art / DIGEST_FILE).write_text(_digest_line((art / MANIFEST_FILE).read_bytes()))
+    with pytest.raises(ArtifactError, match="'files' must map plain file names"):
+        verify(art)
+    old = _copy(frozen, tmp_path / "old")
+    _as_format_1(old)
+    manifest = json.loads((old / MANIFEST_FILE).read_text())
+    manifest["files"][name] = "0" * 64
+    (old / MANIFEST_FILE).write_text(_manifest_text(manifest))
+    with pytest.raises(ArtifactError, match="'files' must map plain file names"):
+        refreeze(old, tmp_path / "new")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "outside.bin").exists()
