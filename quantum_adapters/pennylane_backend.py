@@ -6,6 +6,11 @@ This is the only module of the project that imports PennyLane. The QNode is buil
 computes. Rows are sent as one parameter-broadcast batch: ``qml.RY(inputs[:, i], wires=i)`` with
 ``inputs`` of shape ``(B, n)``. On ``default.qubit`` the QNode differentiates by torch backprop; on other
 devices PennyLane picks its best method (``diff_method='best'``), and with finite ``shots`` it samples.
+
+Two more forms serve the device path (:mod:`.device`): :func:`expvals_circuits` broadcasts whole
+circuits, each row with its own per-layer input angles and its own weights (the shifted circuits of the
+parameter-shift rule go out as one batch), and ``noise_backend`` gives ``qiskit.aer`` the noise model
+of one of Qiskit's fake IBM backends (``qiskit_ibm_runtime.fake_provider``, e.g. ``FakeManilaV2``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ except ImportError as err:  # pennylane is a core dependency; a broken install s
         "(or use backend='fast', the built-in simulator)"
     ) from err
 
-__all__ = ["check_device", "expvals", "installed_devices", "mixed_expvals"]
+__all__ = [
+    "check_device",
+    "expvals",
+    "expvals_circuits",
+    "fake_backend_noise",
+    "installed_devices",
+    "mixed_expvals",
+]
 
 
 def installed_devices() -> list[str]:
@@ -38,20 +50,48 @@ def installed_devices() -> list[str]:
     return sorted({entry.name for entry in metadata.entry_points(group="pennylane.plugins")})
 
 
-def check_device(device: str, n_qubits: int, shots: int | None = None) -> None:
+def check_device(
+    device: str, n_qubits: int, shots: int | None = None, noise_backend: str | None = None
+) -> None:
     """Raise ``ValueError`` unless ``device`` is installed and can run an ``n_qubits``-qubit circuit
-    (with ``shots``); builds the device (and caches its QNode) but runs nothing."""
+    (with ``shots`` and ``noise_backend``); builds the device (and caches its QNode) but runs nothing."""
     available = installed_devices()
     if device not in available:
         raise ValueError(f"pennylane_backend: expected a device in {available}; got {device!r}")
     try:
-        _qnode(device, n_qubits, 1, shots)
+        _qnode(device, n_qubits, 1, shots, noise_backend)
     except ValueError as err:
         raise ValueError(f"device {device!r} cannot run the {n_qubits}-qubit circuit: {err}") from err
 
 
+@functools.lru_cache(maxsize=8)
+def fake_backend_noise(name: str) -> object:
+    """The ``qiskit_aer.noise.NoiseModel`` of Qiskit's fake IBM backend ``name`` (e.g. ``FakeManilaV2``):
+    its calibrated gate errors, T1/T2 relaxation and readout errors, for ``qiskit.aer``."""
+    try:
+        from qiskit_aer.noise import NoiseModel
+        from qiskit_ibm_runtime import fake_provider
+    except ImportError as err:
+        raise ValueError(
+            f"noise backend {name!r} needs qiskit-aer and qiskit-ibm-runtime: pip install -e '.[quantum]' "
+            "(or make quantum)"
+        ) from err
+    backend_cls = getattr(fake_provider, name, None)
+    if not isinstance(backend_cls, type) or not name.startswith("Fake"):
+        known = sorted(n for n in dir(fake_provider) if n.startswith("Fake") and n.endswith("V2"))
+        raise ValueError(
+            f"noise backend: expected a fake IBM backend of qiskit_ibm_runtime.fake_provider "
+            f"({', '.join(known[:8])}, ...); got {name!r}"
+        )
+    return NoiseModel.from_backend(backend_cls())
+
+
 def expvals(
-    inputs: Tensor, weights: Tensor, device: str = "default.qubit", shots: int | None = None
+    inputs: Tensor,
+    weights: Tensor,
+    device: str = "default.qubit",
+    shots: int | None = None,
+    noise_backend: str | None = None,
 ) -> Tensor:
     """<Z_i> of the circuit for every row, computed by PennyLane on ``device``.
 
@@ -60,6 +100,8 @@ def expvals(
         weights: ``(L, 4, n)`` trainable angles.
         device: a PennyLane device name from :func:`installed_devices`.
         shots: ``None`` for exact expectation values, else the number of measurement shots.
+        noise_backend: for ``qiskit.aer``, the name of a fake IBM backend whose noise model Aer applies
+            (:func:`fake_backend_noise`); ``None``: no noise model.
 
     Returns:
         ``(..., n)`` tensor in ``inputs``' dtype, differentiable w.r.t. inputs and weights.
@@ -73,7 +115,7 @@ def expvals(
         raise ValueError(
             f"pennylane_backend.expvals(shots): expected None or a positive integer; got {shots!r}"
         )
-    qnode = _qnode(device, n, n_layers, shots)
+    qnode = _qnode(device, n, n_layers, shots, noise_backend)
     batch_shape = inputs.shape[:-1]
     rows = math.prod(batch_shape)
     if rows == 0:
@@ -84,14 +126,63 @@ def expvals(
     return out.to(inputs.dtype).reshape(inputs.shape)
 
 
+def expvals_circuits(
+    angles: Tensor,
+    weights: Tensor,
+    device: str = "default.qubit",
+    shots: int | None = None,
+    noise_backend: str | None = None,
+) -> Tensor:
+    """<Z_i> of B whole circuits, each with its own parameters, in one broadcast execution.
+
+    Args:
+        angles: ``(B, L, n)`` input angles per circuit and layer (the data RYs of layer l use
+            ``angles[:, l]``; the plain circuit repeats one row's ``c`` in every layer).
+        weights: ``(B, L, 4, n)`` trained angles per circuit.
+        device, shots: as :func:`expvals`; ``noise_backend``: a fake IBM backend's noise for ``qiskit.aer``.
+
+    Returns:
+        ``(B, n)`` float64 values, no gradients (the parameter-shift rule differentiates by running these).
+    """
+    if not isinstance(angles, Tensor) or angles.ndim != 3:
+        raise ValueError(
+            f"expvals_circuits(angles): expected shape (B, L, n); got {getattr(angles, 'shape', angles)}"
+        )
+    b, n_layers, n = angles.shape
+    if not isinstance(weights, Tensor) or tuple(weights.shape) != (b, n_layers, 4, n):
+        got = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise ValueError(f"expvals_circuits(weights): expected shape {(b, n_layers, 4, n)}; got {got}")
+    if b == 0:
+        return torch.zeros(0, n, dtype=torch.float64)
+    qnode = _qnode(device, n, n_layers, shots, noise_backend, per_circuit=True)
+    with torch.no_grad():
+        out = qnode(angles.to(torch.float64), weights.to(torch.float64))
+    return torch.stack([torch.as_tensor(v).reshape(b) for v in out], dim=-1).to(torch.float64)
+
+
 @functools.lru_cache(maxsize=32)
-def _qnode(device: str, n: int, n_layers: int, shots: int | None) -> Callable[[Tensor, Tensor], tuple]:
-    """Build (once per device, size and shots) the QNode ``(inputs (B, n), weights) -> n tensors (B,)``."""
+def _qnode(
+    device: str,
+    n: int,
+    n_layers: int,
+    shots: int | None,
+    noise_backend: str | None = None,
+    per_circuit: bool = False,
+) -> Callable[[Tensor, Tensor], tuple]:
+    """Build (once per device, size, shots and noise) the QNode ``(inputs (B, n), weights) -> n tensors
+    (B,)``, or with ``per_circuit`` ``(angles (B, L, n), weights (B, L, 4, n)) -> n tensors (B,)``."""
     available = installed_devices()
     if device not in available:
         raise ValueError(f"pennylane_backend: expected a device in {available}; got {device!r}")
+    options = {}
+    if noise_backend is not None:
+        if not device.startswith("qiskit.aer"):
+            raise ValueError(
+                f"noise backend {noise_backend!r}: applies to the qiskit.aer device only; got device {device!r}"
+            )
+        options["noise_model"] = fake_backend_noise(noise_backend)
     try:
-        dev = qml.device(device, wires=n)
+        dev = qml.device(device, wires=n, **options)
     except (DeviceError, WireError) as err:
         raise ValueError(
             f"pennylane_backend: device {device!r} cannot provide the {n} wires the circuit needs: {err}"
@@ -104,8 +195,15 @@ def _qnode(device: str, n: int, n_layers: int, shots: int | None) -> Callable[[T
     gate_list = gates(n, n_layers)
 
     def circuit(inputs: Tensor, weights: Tensor) -> list:
+        data_gates = 0  # the data RYs seen so far: layer = data_gates // n
         for gate in gate_list:
-            angle = inputs[:, gate.param[1]] if gate.param[0] == "input" else weights[gate.param[1:]]
+            if per_circuit and gate.param[0] == "input":
+                angle = inputs[:, data_gates // n, gate.param[1]]
+                data_gates += 1
+            elif per_circuit:
+                angle = weights[(slice(None), *gate.param[1:])]
+            else:
+                angle = inputs[:, gate.param[1]] if gate.param[0] == "input" else weights[gate.param[1:]]
             if gate.name == "RY":
                 qml.RY(angle, wires=gate.wires[0])
             else:
@@ -115,6 +213,8 @@ def _qnode(device: str, n: int, n_layers: int, shots: int | None) -> Callable[[T
     # Backprop through default.qubit's torch state is exact and the fastest PennyLane path for broadcast
     # batches; sampling (shots) and other devices use PennyLane's own choice.
     diff_method = "backprop" if device == "default.qubit" and shots is None else "best"
+    if per_circuit:
+        diff_method = None  # executed under no_grad; the parameter-shift rule is applied by the caller
     return qml.QNode(circuit, dev, interface="torch", diff_method=diff_method, shots=shots)
 
 

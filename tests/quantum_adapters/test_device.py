@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from quantum_adapters.circuit import weight_shape
-from quantum_adapters.device import DeviceRunner
+from quantum_adapters.device import DeviceRunner, parameter_shift_circuits
 from quantum_adapters.pennylane_backend import installed_devices
 from quantum_adapters.simulator import expvals
 
@@ -44,6 +44,7 @@ def test_rows_go_out_in_jobs_of_batch_size():
     assert runner.summary() | {"seconds": 0} == {
         "device": "default.qubit",
         "shots": None,
+        "noise_backend": None,
         "rows": 45,
         "hits": 0,
         "misses": 45,
@@ -146,3 +147,99 @@ def test_bad_cache_file_is_a_clear_error(tmp_path):
     bad.write_text("this is not SQLite\n" * 100)
     with pytest.raises(ValueError, match="not a usable SQLite file"):
         DeviceRunner("default.qubit", cache=bad)
+
+
+# --- the parameter-shift rule on the device (training with the circuit on a device) -------------------
+
+
+def _loss_grads(run, inputs, weights, mix):
+    """Gradients of sum(mix * circuit(inputs, weights)) w.r.t. inputs and weights."""
+    x, w = inputs.clone().requires_grad_(), weights.clone().requires_grad_()
+    (run(x, w) * mix).sum().backward()
+    return x.grad, w.grad
+
+
+def test_parameter_shift_gradients_equal_the_fast_simulator_without_shots():
+    inputs, weights = _circuit(3, 2, rows=5, seed=4)
+    inputs, weights = inputs.double(), weights.double()
+    mix = torch.randn(5, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    want_x, want_w = _loss_grads(expvals, inputs, weights, mix)
+    with DeviceRunner("default.qubit", progress=False) as runner:
+        got_x, got_w = _loss_grads(runner, inputs, weights, mix)
+        # forward + 2 per RY (trained and data, each data RY of each layer on its own) + 4 per CRZ
+        assert runner.stats.circuits == 5 * parameter_shift_circuits(3, 2) == 5 * (1 + 14 * 3 * 2)
+        assert runner.stats.jobs == 1 + math.ceil(5 * 14 * 3 * 2 / runner.batch_size)
+    # the device runs float32 angles (its cache keys); the rule itself is exact
+    assert torch.allclose(got_w, want_w, atol=1e-5, rtol=0) and torch.allclose(
+        got_x, want_x, atol=1e-5, rtol=0
+    )
+    assert want_w.abs().max() > 0.1
+
+
+def test_parameter_shift_gradients_agree_within_shot_noise():
+    """With S shots each shifted value has variance <= 1/S; a gradient entry sums coef * (sum_i g_i z_i)
+    over rows and shifts, so its standard deviation is at most sqrt(sum coef^2 (sum_i |g_i|)^2 / S).
+    Every entry must lie within 5 of those of the exact gradient."""
+    n, layers, rows, shots = 2, 1, 4, 4000
+    inputs, weights = _circuit(n, layers, rows=rows, seed=6)
+    inputs, weights = inputs.double(), weights.double()
+    mix = torch.ones(rows, n, dtype=torch.float64)
+    want_x, want_w = _loss_grads(expvals, inputs, weights, mix)
+    with DeviceRunner("default.qubit", shots=shots, progress=False) as runner:
+        got_x, got_w = _loss_grads(runner, inputs, weights, mix)
+    per_row = float(mix.abs().sum(-1).max()) ** 2 / shots
+    crz = 2 * (
+        ((math.sqrt(2) + 1) / (4 * math.sqrt(2))) ** 2 + ((math.sqrt(2) - 1) / (4 * math.sqrt(2))) ** 2
+    )
+    sd_w = torch.full_like(want_w, math.sqrt(rows * 0.5 * per_row))  # RY: two shifts of coefficient 1/2
+    sd_w[:, [0, 2]] = math.sqrt(rows * crz * per_row)
+    sd_x = math.sqrt(layers * 0.5 * per_row)  # per row: L data RYs of that input
+    assert ((got_w - want_w).abs() <= 5 * sd_w).all(), (got_w - want_w) / sd_w
+    assert ((got_x - want_x).abs() <= 5 * sd_x).all(), (got_x - want_x) / sd_x
+    assert not torch.allclose(got_w, want_w, atol=1e-6)  # the shots are real
+
+
+def test_weights_only_gradients_skip_the_input_shifts_and_the_guard_holds(tmp_path):
+    inputs, weights = _circuit(2, 1, rows=3, seed=8)
+    inputs, weights = inputs.double(), weights.double()
+    with DeviceRunner("default.qubit", progress=False) as runner:
+        w = weights.clone().requires_grad_()
+        runner(inputs, w).sum().backward()
+        assert runner.stats.circuits == 3 * parameter_shift_circuits(2, 1, inputs=False) == 3 * 25
+        assert runner.estimate(3, parameter_shift_circuits(2, 1, inputs=False))["circuits"] == 75
+    # the guard covers the shifted circuits too: the forward fits, the backward does not, and sends nothing
+    with DeviceRunner("default.qubit", max_circuits=10, progress=False) as runner:
+        w = weights.clone().requires_grad_()
+        out = runner(inputs, w)
+        with pytest.raises(ValueError, match="over the max_circuits guard of 10; nothing was sent"):
+            out.sum().backward()
+        assert runner.stats.circuits == 3
+
+
+# --- Qiskit Aer (optional extra 'quantum': pip install -e '.[quantum]') ------------------------------
+
+
+def test_aer_device_agrees_within_shot_noise_and_fake_backend_noise_moves_it():
+    pytest.importorskip("pennylane_qiskit")
+    pytest.importorskip("qiskit_ibm_runtime")
+    inputs, weights = _circuit(2, 1, rows=6, seed=9)
+    inputs, weights = inputs.double(), weights.double()
+    exact = expvals(inputs, weights)
+    shots = 20000
+    with DeviceRunner("qiskit.aer", shots=shots, progress=False) as runner:
+        got = runner(inputs, weights)
+    sd = torch.sqrt((1 - exact**2).clamp_min(1e-4) / shots)
+    assert ((got - exact).abs() <= 5 * sd + 1e-3).all()
+    with DeviceRunner("qiskit.aer", shots=shots, noise_backend="FakeManilaV2", progress=False) as runner:
+        noisy = runner(inputs, weights)
+    # the fake device's gate and readout errors pull <Z_i> towards 0, beyond what the shots can explain
+    shrink = (exact.abs() - noisy.abs()).mean()
+    assert shrink > 5 * float(sd.max()) / math.sqrt(exact.numel())
+
+
+def test_noise_backend_is_checked_before_anything_runs():
+    with pytest.raises(ValueError, match=r"applies to the qiskit\.aer device only"):
+        DeviceRunner("default.qubit", noise_backend="FakeManilaV2")
+    pytest.importorskip("qiskit_ibm_runtime")
+    with pytest.raises(ValueError, match=r"expected a fake IBM backend .* got 'FakeNowhere'"):
+        DeviceRunner("qiskit.aer", noise_backend="FakeNowhere")
