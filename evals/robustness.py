@@ -20,6 +20,16 @@ the teacher-forced ``eval_loss`` on the reference replies (no generation).
 
     qtha-eval robustness --artifact runs/math-qtha/artifact --task synthetic-math --data synthetic-math:50 \\
         --limit 50 --shots 100,1000,10000 --noise none,depolarizing --out reports/robustness --json
+
+``--compare B`` (:func:`compare`) puts a second adapter of the same budget next to the first, typically
+an exact-trained ``A`` and a noise-trained ``B`` (``qtha-train --train-noise``), on held-out data, and
+asks how much of what noise takes from ``A`` the other one keeps::
+
+    lost(A)      = metric_noise(A) - metric_exact(A)            what the noise costs the exact-trained one
+    recovered(B) = [metric_noise(A) - metric_noise(B)] / lost(A)   the share of it B wins back (goal >= 0.5)
+
+with the base model's metric for the gains, and paired 95% bootstrap intervals over the examples (every
+replicate resamples the same examples for every model and condition).
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from quantum_adapters.noise import NoiseModel, noise_model
 from .report import build_report
 from .runner import TASKS, EvalError, artifact_label, task_examples, verified_manifest
 
-__all__ = ["TOLERANCE", "parse_noise", "parse_shots", "register", "run"]
+__all__ = ["TOLERANCE", "compare", "parse_noise", "parse_shots", "register", "run"]
 
 TOLERANCE = 0.01
 """The relative shift from the exact metric that counts as "within" (1%)."""
@@ -268,6 +278,211 @@ def run(
     return summary
 
 
+def compare(
+    artifacts: Sequence[str | Path],
+    task: str,
+    data: str,
+    *,
+    model: str = "smollm2-135m-instruct",
+    limit: int | None = None,
+    shots: Sequence[int | None] = (None,),
+    noise: Sequence[str] = ("depolarizing",),
+    out: str | Path,
+    seed: int = 0,
+    max_tokens: int | None = None,
+    batch_size: int = 8,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Several adapters of one budget under the same noise, against the first (the reference).
+
+    Args:
+        artifacts: two or more frozen QTHA artifacts made for ``model``; the first is the reference
+            (exact-trained), the others are compared with it (e.g. noise-trained).
+        task, data, model, limit, max_tokens, batch_size: as :func:`run` (use held-out data).
+        shots, noise: the noisy conditions, every (noise, shots) pair with noise other than 'none'
+            (``None`` shots: the exact expectation values under the noise).
+        out: folder for ``compare.json`` and ``report.md``.
+        seed: seeds the shot sampling and the bootstrap.
+        n_boot: bootstrap replicates.
+
+    Returns:
+        ``{"metric_name", "n", "base", "models": {name: {"exact", "<condition>": ...}}, "conditions": [...],
+        "comparisons": [{"condition", "reference", "candidate", "lost", "recovered", ...}]}`` where every
+        figure is ``{"value", "ci95": [low, high]}``.
+    """
+    import numpy as np
+
+    from serving.engine import BASE, Engine
+
+    if task not in TASKS:
+        raise EvalError(f"--task: expected one of {', '.join(TASKS)}; got {task!r}")
+    domain = TASKS[task]
+    if len(artifacts) < 2:
+        raise EvalError("--compare: expected at least one artifact to compare with --artifact")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise EvalError(f"--limit: expected a positive number of examples; got {limit!r}")
+    shot_list = _check_shots(list(shots))
+    settings = [(label, m) for label, m in _noise_settings(list(noise), None) if m is not None]
+    if not settings:
+        raise EvalError("--compare: expected a noise setting other than 'none' (e.g. --noise depolarizing)")
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise EvalError(f"n_boot: expected a positive integer; got {n_boot!r}")
+    source = resolve_model(model)
+    paths = [Path(a) for a in artifacts]
+    names: list[str] = []
+    for path in paths:
+        manifest = verified_manifest(path, source)
+        if not manifest.get("circuit"):
+            raise EvalError(f"{path}: this adapter has no quantum circuit: noise changes nothing")
+        name = artifact_label(path, manifest)
+        while name in names:
+            name += "'"
+        names.append(name)
+    examples = task_examples(task, data, limit)
+    engine = Engine(source, dict(zip(names, paths, strict=True)))
+    tokens = max_tokens or 256
+    conditions = [(label, setting, s) for label, setting in settings for s in shot_list]
+
+    def per_example(name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(numerators, denominators) per example: NLL sums and reply tokens, or 0/1 errors and ones."""
+        if domain == "math":
+            from . import math_eval
+
+            values: dict[str, list[float]] = {}
+            math_eval.run(
+                engine, examples, name, max_tokens=tokens, batch_size=batch_size, per_example=values
+            )
+            errors = np.asarray(values["error_rate"], dtype=float)
+            return errors, np.ones_like(errors)
+        from training.tokenize import encode
+
+        features = [f for ex in examples if (f := encode(engine.tokenizer, ex, 512, trim_context=True))]
+        scores = engine.score(features, name, batch_size=batch_size)
+        return (
+            np.asarray([x.nll_sum for x in scores], dtype=float),
+            np.asarray([x.n_tokens for x in scores], dtype=float),
+        )
+
+    # every (model, condition) as per-example sums: (name, condition label) -> (num, den)
+    table: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        engine.set_circuit_execution(backend="fast")
+        table[(BASE, "exact")] = per_example(BASE)
+        for name in names:
+            table[(name, "exact")] = per_example(name)
+        for label, setting, s in conditions:
+            engine.set_circuit_execution(backend="noisy", shots=s, noise=setting, seed=seed)
+            for name in names:
+                table[(name, _condition_name({"noise": label, "shots": s}))] = per_example(name)
+    finally:
+        engine.set_circuit_execution(backend="fast")
+
+    n = len(next(iter(table.values()))[0])
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, n, size=(n_boot, n))  # the same resampled examples for every cell
+
+    def metric(key: tuple[str, str]) -> tuple[float, np.ndarray]:
+        num, den = table[key]
+        return float(num.sum() / den.sum()), num[index].sum(1) / den[index].sum(1)
+
+    def figure(value: float, replicates: np.ndarray) -> dict[str, Any]:
+        finite = replicates[np.isfinite(replicates)]
+        low, high = np.quantile(finite, [0.025, 0.975]) if finite.size else (float("nan"),) * 2
+        return {"value": value, "ci95": [float(low), float(high)]}
+
+    base, base_boot = metric((BASE, "exact"))
+    models: dict[str, dict[str, Any]] = {}
+    for name in names:
+        models[name] = {}
+        for key in [k for k in table if k[0] == name]:
+            models[name][key[1]] = figure(*metric(key))
+    comparisons = []
+    reference = names[0]
+    ref_exact, ref_exact_boot = metric((reference, "exact"))
+    for label, _, s in conditions:
+        cond = _condition_name({"noise": label, "shots": s})
+        ref_noisy, ref_noisy_boot = metric((reference, cond))
+        lost, lost_boot = ref_noisy - ref_exact, ref_noisy_boot - ref_exact_boot
+        for name in names[1:]:
+            cand_noisy, cand_noisy_boot = metric((name, cond))
+            cand_exact, cand_exact_boot = metric((name, "exact"))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                recovered_boot = (ref_noisy_boot - cand_noisy_boot) / lost_boot
+            comparisons.append(
+                {
+                    "condition": cond,
+                    "reference": reference,
+                    "candidate": name,
+                    "lost": figure(lost, lost_boot),
+                    "won_back": figure(ref_noisy - cand_noisy, ref_noisy_boot - cand_noisy_boot),
+                    "recovered": figure(
+                        (ref_noisy - cand_noisy) / lost if lost else float("nan"), recovered_boot
+                    ),
+                    "reference_gain_exact": figure(base - ref_exact, base_boot - ref_exact_boot),
+                    "reference_gain_noise": figure(base - ref_noisy, base_boot - ref_noisy_boot),
+                    "candidate_gain_exact": figure(base - cand_exact, base_boot - cand_exact_boot),
+                    "candidate_gain_noise": figure(base - cand_noisy, base_boot - cand_noisy_boot),
+                }
+            )
+    metric_name = "error_rate" if domain == "math" else "eval_loss"
+    summary: dict[str, Any] = {
+        "artifacts": [str(p) for p in paths],
+        "names": names,
+        "task": task,
+        "data": data,
+        "model": source.name,
+        "n": n,
+        "metric_name": metric_name,
+        "base": figure(base, base_boot),
+        "models": models,
+        "conditions": [_condition_name({"noise": label, "shots": s}) for label, _, s in conditions],
+        "comparisons": comparisons,
+        "n_boot": n_boot,
+    }
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "report.md").write_text(_compare_markdown(summary))
+    summary["report_md"] = str(out_dir / "report.md")
+    return summary
+
+
+def _fmt(fig: dict[str, Any], pct: bool = False) -> str:
+    low, high = fig["ci95"]
+    if pct:
+        return f"{fig['value']:.0%} [{low:.0%}, {high:.0%}]"
+    return f"{fig['value']:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def _compare_markdown(summary: dict[str, Any]) -> str:
+    """The comparison as a Markdown report: metric per model and condition, then the recovery."""
+    label = summary["metric_name"].replace("_", " ")
+    lines = [
+        f"# qtha robustness comparison on {summary['task']} ({summary['data']}), n = {summary['n']}",
+        "",
+        f"{label} with 95% paired bootstrap intervals ({summary['n_boot']} replicates); base model "
+        f"{_fmt(summary['base'])}.",
+        "",
+        "| model | " + " | ".join(["exact", *summary["conditions"]]) + " |",
+        "|---|" + "---|" * (1 + len(summary["conditions"])),
+    ]
+    for name, cells in summary["models"].items():
+        lines.append(
+            f"| {name} | " + " | ".join(_fmt(cells[c]) for c in ["exact", *summary["conditions"]]) + " |"
+        )
+    lines += [
+        "",
+        "| condition | candidate | lost by reference | won back | recovered (goal >= 50%) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in summary["comparisons"]:
+        lines.append(
+            f"| {c['condition']} | {c['candidate']} | {_fmt(c['lost'])} | {_fmt(c['won_back'])} | "
+            f"{_fmt(c['recovered'], pct=True)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _check_shots(values: list[int | None]) -> list[int | None]:
     if not values:
         raise EvalError("--shots: expected at least one value")
@@ -378,6 +593,8 @@ def _headline(metric_name: str, exact: float, needed: dict[str, int | None], sho
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.compare:
+        return _cmd_compare(args)
     noise = args.noise if args.noise is not None else ("none" if args.device else "none,depolarizing")
     summary = run(
         args.artifact,
@@ -412,6 +629,37 @@ def _cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    if args.device is not None:
+        raise EvalError("--compare with --device: expected the simulated noise models (drop --device)")
+    summary = compare(
+        [args.artifact, *args.compare],
+        args.task,
+        args.data,
+        model=args.model,
+        limit=args.limit,
+        shots=parse_shots(args.shots if args.shots_given else "exact"),
+        noise=parse_noise(args.noise or "depolarizing"),
+        out=args.out,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+    )
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return 0
+    print(Path(summary["report_md"]).read_text(), end="")
+    return 0
+
+
+class _Given(argparse.Action):
+    """Stores the value and records that the flag was given (the default differs with --compare)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def register(subparsers: Any) -> None:
     """Add ``robustness`` to ``qtha-eval``'s sub-commands."""
     p = subparsers.add_parser(
@@ -427,8 +675,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct", help="base model the artifact was made for")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
     p.add_argument(
-        "--shots", default="100,1000,10000", help="comma-separated shots per circuit; 'exact' = no sampling"
+        "--compare",
+        action="append",
+        default=[],
+        metavar="ARTIFACT",
+        help="compare this artifact (e.g. noise-trained) with --artifact (exact-trained) under --noise "
+        "(default depolarizing, shots exact): metric, lost and recovered share with bootstrap intervals",
     )
+    p.add_argument(
+        "--shots",
+        default="100,1000,10000",
+        action=_Given,
+        help="comma-separated shots per circuit; 'exact' = no sampling (default with --compare: exact)",
+    )
+    p.set_defaults(shots_given=False)
     p.add_argument(
         "--noise",
         default=None,

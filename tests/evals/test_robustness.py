@@ -138,3 +138,55 @@ def test_bench_device_exact_and_sampled(capsys):
     assert eval_main(["bench", "device", "--device", "default.qubit", "--rows", "8", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"max_abs_diff", "circuits", "seconds"} <= set(printed) and printed["circuits"] == 8
+
+
+def test_compare_an_exact_and_a_noise_trained_adapter(
+    tiny_chat_model_dir, tiny_artifacts, isolated_env, capsys
+):
+    """qtha-train --train-noise on the tiny model, then --compare against the exact-trained artifact."""
+    from training.recipe import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=str(tiny_chat_model_dir),
+        data="synthetic-counseling:24",
+        r=2,
+        layers=1,
+        steps=2,
+        batch_size=2,
+        max_len=192,
+        lr=1e-2,
+        eval_every=0,
+        save_every=0,
+        train_noise="depolarizing",
+        out=str(isolated_env / "noise-trained"),
+    )
+    summary = train(cfg, progress=False)
+    manifest = json.loads((Path(summary["artifact"]) / "manifest.json").read_text())
+    assert manifest["training"]["config"]["train_noise"] == "depolarizing"
+    args = ["robustness", "--artifact", str(tiny_artifacts["counseling"]), "--compare", summary["artifact"]]
+    args += ["--task", "counseling", "--data", "synthetic-counseling:4", "--model", str(tiny_chat_model_dir)]
+    args += ["--out", str(isolated_env / "cmp"), "--json"]
+    assert eval_main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["conditions"] == ["depolarizing, exact"] and result["n"] == 4
+    (row,) = result["comparisons"]
+    ref, cand = result["names"]
+    cells = result["models"]
+    lost = cells[ref]["depolarizing, exact"]["value"] - cells[ref]["exact"]["value"]
+    assert row["lost"]["value"] == pytest.approx(lost, abs=1e-9) and lost != 0
+    won = cells[ref]["depolarizing, exact"]["value"] - cells[cand]["depolarizing, exact"]["value"]
+    assert row["recovered"]["value"] == pytest.approx(won / lost, rel=1e-9)
+    for fig in (row["lost"], row["won_back"], result["base"]):
+        low, high = fig["ci95"]
+        assert low <= fig["value"] <= high and low < high
+    assert "recovered (goal >= 50%)" in (isolated_env / "cmp" / "report.md").read_text()
+
+
+def test_compare_refuses_bad_input_before_any_work(tmp_path, capsys):
+    args = ["robustness", "--artifact", str(tmp_path / "a"), "--compare", str(tmp_path / "b")]
+    args += ["--task", "counseling", "--data", "synthetic-counseling:2", "--out", str(tmp_path / "r")]
+    assert eval_main([*args, "--noise", "none"]) == 2
+    assert "expected a noise setting other than 'none'" in capsys.readouterr().err
+    assert eval_main([*args, "--shots", "0"]) == 2
+    assert "--shots: expected" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
