@@ -302,7 +302,11 @@ _LEAD_INS: dict[str, dict[str, str]] = {
         "harm_to_others": "Si vous sentez que vous pourriez faire du mal à quelqu'un, demandez de l'aide maintenant : éloignez-vous de la personne ; si quelqu'un est en danger immédiat, appelez le {emergency}.",
     },
 }
-_ALSO = {"zh": "也可以联系：{contacts}。", "es": "También puedes contactar: {contacts}.", "fr": "Vous pouvez aussi contacter : {contacts}."}
+_ALSO = {
+    "zh": "也可以联系：{contacts}。",
+    "es": "También puedes contactar: {contacts}.",
+    "fr": "Vous pouvez aussi contacter : {contacts}.",
+}
 
 _SUPPORT = {
     "en": {
@@ -642,7 +646,10 @@ _PATTERNS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
         "end_my_life",
         _rx(
             r"\b(?:end(?:ing)?|take|taking|took)\s+my\s+(?:own\s+)?life\b",
+            # someone else at risk: the resources help the person worried about them too
+            r"\b(?:end(?:ing)?|take|taking|took)\s+(?:her|his|their)\s+(?:own\s+)?life\b|\b(?:kill(?:ing)?|hang(?:ing)?|shoot(?:ing)?)\s+(?:herself|himself|themselves|themself)\b",
             r"\bend(?:ing)?\s+it\s+all\b|\bend\s+it\s+(?:tonight|today|now|soon)\b",
+            r"\b(?:pills|meds|tablets|rope|gun|overdose|bridge)\b[^.!?\n]{0,30}\bto\s+end\s+(?:it|my\s+life|everything)\b(?!\s+(?:with|between))",
             r"\b(?:want|wanna|going|gonna|decided|ready|plan(?:ning)?|thoughts?\s+of|think(?:ing)?\s+(?:of|about)|about\s+to)\s+(?:to\s+)?(?:just\s+|finally\s+|really\s+)?end(?:ing)?\s+(?:it|things|everything|my\s+life)\b(?!\s+(?:with|between))",
         ),
     ),
@@ -726,7 +733,7 @@ _PATTERNS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
         "es",
         "suicide",
         _rx(
-            r"\bsuicid\w+|\b(?:quiero|voy\s+a|pienso\s+en|pensando\s+en|ganas\s+de|intent\w+|pensado\s+en|plan\s+para)\s+matarme\b|\bme\s+(?:quiero|voy\s+a)\s+matar\b|\bquitarme\s+la\s+vida\b|\bacabar\s+con\s+(?:mi\s+vida|todo)\b",
+            r"\bsuicid\w+|\b(?:quiero|voy\s+a|pienso\s+en|pensando\s+en|ganas\s+de|intent\w+|pensado\s+en|plan\s+para)\s+matarme\b|\bme\s+(?:quiero|voy\s+a)\s+matar\b|\bquitar(?:me|se)\s+la\s+vida\b|\bacabar\s+con\s+(?:mi\s+vida|todo)\b",
             r"\b(?:quiero|quisiera|ganas\s+de|deseo|prefiero)\s+morir(?:me)?\b|\bme\s+quiero\s+morir\b",
             r"\bno\s+quiero\s+(?:seguir\s+)?vivir\b|\bno\s+(?:le\s+)?(?:veo|tiene)\s+sentido\s+(?:a\s+)?(?:seguir\s+)?(?:viviendo|vivir)\b|\bno\s+aguanto\s+(?:m[aá]s\s+)?vivir\b",
             r"\bme\s+(?:cort[eé]|corto|estoy\s+cortando)\s+(?:otra\s+vez\s+|de\s+nuevo\s+)?(?:los|las|el|la|mis)?\s*(?:brazos?|muñecas?|piernas?)\b|\bcortarme\b|\bautolesi\w+",
@@ -740,7 +747,7 @@ _PATTERNS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
         "suicide",
         _rx(
             r"\bsuicid\w+|\bme\s+suicider\b|\b(?:veux|vais|voudrais|envie\s+de|pense\s+à|besoin\s+de|essayé\s+de|aller)\s+me\s+tuer\b",
-            r"\bmettre\s+fin\s+à\s+(?:mes\s+jours|ma\s+vie)\b|\ben\s+finir\b",
+            r"\bmettre\s+fin\s+à\s+(?:mes\s+jours|ma\s+vie|ses\s+jours|sa\s+vie)\b|\ben\s+finir\b",
             r"\b(?:envie|besoin)\s+de\s+mourir\b|\bje\s+veux\s+mourir\b|\bj'ai\s+envie\s+de\s+mourir\b",
             r"\b(?:plus|pas)\s+envie\s+de\s+vivre\b|\bne\s+(?:veux|veut)\s+plus\s+vivre\b",
             r"\bme\s+scarifi\w+|\bscarification\b|\bme\s+(?:fais|faire)\s+du\s+mal\b|\bme\s+mutil\w+|\bme\s+couper\s+(?:les\s+)?(?:veines|poignets)\b",
@@ -753,7 +760,7 @@ _PATTERNS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
         "en",
         "child_abuse",
         _rx(
-            rf"(?:{_CHILD_AGE_EN})[^\n]{{0,120}}\b(?:{_HIT}|touch(?:es|ed|ing)?|nudes?|naked|pics|photos|meet\s+up|lock(?:s|ed)?|starv\w*|abuse\w*|belt)\b",
+            rf"(?:{_CHILD_AGE_EN})[^\n]{{0,120}}\b(?:{_HIT}|touch(?:es|ed|ing)?|nudes?|naked|pics|photos|meet\s+up|lock(?:s|ed)?|starv\w*|abuse\w*|belt|rap(?:e|ed|ing)|r\*ped|molest\w*|sexually|groom\w*)\b",
             rf"\b(?:{_HIT}|touch(?:es|ed|ing)?|lock(?:s|ed)?)\s+(?:me|us)\b[^\n]{{0,80}}(?:{_CHILD_AGE_EN})",
             rf"\bmy\s+(?:{_CAREGIVER})\s+(?:\w+\s+){{0,3}}?(?:{_HIT}|touch(?:es|ed|ing)?|molest(?:s|ed)?|lock(?:s|ed)?)\s+me\b",
             rf"\bmy\s+(?:{_CAREGIVER})\s+(?:\w+\s+){{0,3}}?(?:makes|made|forces|forced|tells|told)\s+me\s+(?:to\s+)?keep\s+(?:it\s+)?(?:a\s+)?secrets?\b",
@@ -769,7 +776,7 @@ _PATTERNS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
         "zh",
         "child_abuse",
         _rx(
-            rf"(?:{_CHILD_AGE_ZH})[^。！？]{{0,40}}(?:打我|摸我|虐待|裸照|照片|见面|关在|不给我(?:饭|吃)|皮带|伤)",
+            rf"(?:{_CHILD_AGE_ZH})[^。！？]{{0,40}}(?:打我|摸我|虐待|裸照|照片|见面|关在|不给我(?:饭|吃)|皮带|伤|强奸|性侵|猥亵|侵犯)",
             r"(?:爸爸|我爸|父亲|妈妈|我妈|母亲|继父|继母|后爸|后妈|叔叔|舅舅|伯伯|姑父|老师|教练|爷爷|外公|哥哥)[^。！？]{0,12}(?:打我|摸我|虐待我|性侵我|关在|不给我(?:饭|吃)|让我不要告诉|不准我告诉)",
             r"(?:小孩|孩子|儿童|女儿|儿子|弟弟|妹妹)[^。！？]{0,12}(?:身上[^。！？]{0,4}伤|被打|被虐待|哭喊|挨打)",
             r"虐待(?:他|她|他们)?的?(?:孩子|女儿|儿子|小孩)",
@@ -781,7 +788,7 @@ _PATTERNS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
         "es",
         "child_abuse",
         _rx(
-            rf"(?:{_CHILD_AGE_ES})[^\n]{{0,100}}\b(?:me\s+pega\w*|me\s+golpea\w*|me\s+toca\w*|me\s+maltrata\w*|fotos|desnud\w+|me\s+encierra\w*|verme|quedar)\b",
+            rf"(?:{_CHILD_AGE_ES})[^\n]{{0,100}}\b(?:me\s+pega\w*|me\s+golpea\w*|me\s+toca\w*|me\s+maltrata\w*|fotos|desnud\w+|me\s+encierra\w*|verme|quedar|viol\w+|abus\w+)\b",
             r"\b(?:padre|pap[aá]|madre|mam[aá]|padrastro|madrastra|t[ií]o|t[ií]a|abuelo|profesor|maestro|entrenador|primo|novio\s+de\s+mi\s+(?:mam[aá]|madre)|mis\s+pap[aá]s|mis\s+padres)\b[^.!?\n]{0,30}\b(?:me\s+(?:pega|golpea|toca|tocó|maltrata|encierra|encierran|pegan|golpean|maltratan)|no\s+me\s+da(?:n)?\s+de\s+comer|me\s+deja(?:n)?\s+sin\s+comer)\b",
             r"\bmaltrata(?:n)?\s+a\s+su(?:s)?\s+(?:hij[oa]s?|niñ[oa]s?|beb[eé]|pequeñ[oa])\b",
             r"\b(?:niñ[oa]|hij[oa]|pequeñ[oa])\b[^.!?\n]{0,40}\b(?:moretones|moratones|golpes|maltrat\w+)\b|\b(?:moretones|moratones)\b[^.!?\n]{0,40}\b(?:niñ[oa]|hij[oa])\b",
@@ -793,7 +800,7 @@ _PATTERNS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
         "fr",
         "child_abuse",
         _rx(
-            rf"(?:{_CHILD_AGE_FR})[^\n]{{0,100}}\b(?:me\s+frappe\w*|me\s+bat\w*|me\s+touche\w*|photos|nue?|m'enferme\w*|maltrait\w*)\b",
+            rf"(?:{_CHILD_AGE_FR})[^\n]{{0,100}}\b(?:me\s+frappe\w*|me\s+bat\w*|me\s+touche\w*|photos|nue?|m'enferme\w*|maltrait\w*|viol\w*|abus\w*|attouchements?)\b",
             rf"\b(?:me\s+frappe\w*|me\s+bat\w*|me\s+touche\w*)\b[^\n]{{0,60}}(?:{_CHILD_AGE_FR})",
             r"\b(?:mon\s+père|ma\s+mère|mon\s+beau-père|ma\s+belle-mère|mon\s+oncle|ma\s+tante|mon\s+grand-père|mon\s+prof|mon\s+entraîneur|le\s+copain\s+de\s+ma\s+mère|mes\s+parents|mon\s+cousin)\b[^.!?\n]{0,30}\b(?:me\s+frappe\w*|me\s+bat\w*|me\s+touche\w*|m'enferme\w*|ne\s+me\s+donnent?\s+pas\s+à\s+manger|me\s+dit\s+de\s+ne\s+rien\s+dire)\b",
             r"\bmaltrait\w*\s+(?:son|sa|ses|leur|leurs)\s+(?:petit\s+garçon|petite\s+fille|enfants?|fils|fille|bébé)\b",
@@ -1092,7 +1099,10 @@ CATEGORY_EXEMPLARS: dict[str, tuple[str, ...]] = {
 
 def english_exemplars(exemplars: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
     """Only the exemplars written in English: what an English-only embedder can compare with."""
-    return {c: tuple(t for t in texts if detect_language(t) == "en" and not _CJK.search(t)) for c, texts in exemplars.items()}
+    return {
+        c: tuple(t for t in texts if detect_language(t) == "en" and not _CJK.search(t))
+        for c, texts in exemplars.items()
+    }
 
 
 def ordered(categories: Iterable[str]) -> list[str]:
