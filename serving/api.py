@@ -208,32 +208,47 @@ class GenerationResponse(Response):
         self.background = None  # FastAPI reads it (and may set it); there are no background tasks here
 
     async def __call__(self, scope, receive, send) -> None:
-        lease = await self._admit()
+        gone = asyncio.ensure_future(_disconnected(receive))
+        gone.add_done_callback(lambda _: self.cancel.set())
         work: asyncio.Future | None = None
-        gone: asyncio.Future | None = None
+        lease: Lease | None = None
         try:
+            lease = await self._admit(gone)
+            if lease is None:
+                return  # the client went while waiting for a slot: nobody to answer
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.timeout
             events: asyncio.Queue = asyncio.Queue()
-            gone = asyncio.ensure_future(_disconnected(receive))
-            gone.add_done_callback(lambda _: self.cancel.set())
             work = loop.run_in_executor(None, self._produce, loop, events)
             if self.chat.stream:
                 await self._stream(send, events, gone, deadline)
             else:
                 await self._complete(scope, receive, send, work, gone, deadline)
         finally:
-            if gone is not None:
-                gone.cancel()
-            if work is None or work.done():
+            gone.cancel()
+            if lease is not None and (work is None or work.done()):
                 lease.release()
-            else:  # still generating: stop it, and give the slot back when its thread is done
+            elif lease is not None:  # still generating: stop it, and give the slot back when it is done
                 self.cancel.set()
                 work.add_done_callback(lambda _: lease.release())
 
-    async def _admit(self) -> Lease:
+    async def _admit(self, gone: asyncio.Future) -> Lease | None:
+        """Wait for a slot: the lease, or None when the client went first (it leaves the queue)."""
+        admit = asyncio.ensure_future(self.queue.lease(self.timeout))
         try:
-            return await self.queue.lease(self.timeout)
+            await asyncio.wait({admit, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this task is being cancelled (server shutdown)
+            if admit.done() and not admit.cancelled() and admit.exception() is None:
+                admit.result().release()
+            admit.cancel()
+            raise
+        if not admit.done():  # the client went first: leave the queue
+            admit.cancel()  # (WorkQueue passes on a slot handed to it meanwhile)
+            await asyncio.wait({admit})
+        if admit.cancelled():
+            return None
+        try:
+            lease = admit.result()
         except QueueFull as exc:
             raise ApiError(
                 429,
@@ -250,6 +265,10 @@ class GenerationResponse(Response):
                 "timeout",
                 headers={"Retry-After": "5"},
             ) from None
+        if gone.done():
+            lease.release()
+            return None
+        return lease
 
     def _produce(self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue) -> ChatResult | None:
         """Worker thread: put the service's text deltas on ``events`` (streamed answers only) and
