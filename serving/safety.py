@@ -112,8 +112,7 @@ def crisis_resources(locale: str | None = "US", category: str = "suicide_self_ha
 
 
 _AI_LINE = (
-    "I'm an AI assistant, not a therapist or clinician, but I'm here to keep talking with you if "
-    "that helps."
+    "I'm an AI assistant, not a therapist or clinician, but I'm here to keep talking with you if that helps."
 )
 
 
@@ -190,7 +189,16 @@ message is in that category; used when the multilingual encoder is not installed
 the earlier held-out English set (recall 0.73, FP 0.13 on 15 + 15 messages; ESConv seeker turns 0.7%)."""
 
 MULTILINGUAL_CRISIS_THRESHOLD = 0.55
-"""The same for USE multilingual v3 (serving.safety_embedder), tuned on evals/data/safety/dev.jsonl."""
+"""The same for USE multilingual v3 (serving.safety_embedder), tuned on evals/data/safety/dev.jsonl
+(132 crisis messages, 105 ordinary ones; idioms masked first). The embedding alone, per threshold:
+
+    threshold                                    0.50   0.55   0.60   0.65
+    dev crisis, flagged                          0.92   0.83   0.65   0.57
+    dev crisis, flagged with the right category  0.89   0.79   0.63   0.55
+    dev ordinary, flagged                        0.02   0.00   0.00   0.00
+
+With the patterns (which flag first) the dev figures are recall 1.00 and FP 0.00; `qtha-eval safety
+--split test` reports the held-out ones."""
 
 STRONG_MARGIN = 0.08
 """Above threshold + STRONG_MARGIN a similarity outweighs a diagnosis / dosing pattern."""
