@@ -267,6 +267,9 @@ class QTHALinear(nn.Module, QTHALayer):
         return folded
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        adapter_names = kwargs.pop("adapter_names", None)  # PEFT's mixed batches (QTHAModel's hook)
+        if adapter_names is not None and not self.disable_adapters:
+            return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         if self.disable_adapters:
             return result
@@ -285,6 +288,45 @@ class QTHALinear(nn.Module, QTHALayer):
                     result = self.add_fused(adapter, xf, result)
                 else:
                     result = result + self.delta(adapter, xf).to(out_dtype)
+        return result
+
+    def _mixed_batch_forward(
+        self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any
+    ) -> torch.Tensor:
+        """Rows of one batch through different adapters, as PEFT's LoRA does it: row i of x (B, ..., d_in)
+        gets the delta of ``adapter_names[i]``; ``"__base__"`` (or a name this layer lacks) gets none.
+
+        Rows are grouped by adapter, so each adapter's circuit and folded maps run once, on its rows
+        only (B_a, ..., d_in); a single group covering the batch runs without any gather. Each row equals
+        the same row run alone with its adapter active, up to float32 rounding. Returns (B, ..., d_out).
+        """
+        if len(adapter_names) != x.shape[0]:
+            raise ValueError(
+                f"adapter_names: expected one name per row of the batch ({x.shape[0]}); "
+                f"got {len(adapter_names)}"
+            )
+        result = self.base_layer(x, *args, **kwargs)
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(adapter_names):
+            if name in self.qtha_w_a:
+                groups.setdefault(name, []).append(i)
+        if not groups:
+            return result
+        out_dtype = result.dtype
+        autocast = torch.is_autocast_enabled(x.device.type)
+        with torch.autocast(device_type=x.device.type, enabled=False) if autocast else nullcontext():
+            xf = x if x.dtype == torch.float32 else x.to(torch.float32)
+            for adapter, rows in groups.items():
+                whole = len(rows) == x.shape[0]
+                index = None if whole else torch.tensor(rows, device=x.device)
+                sub_x = xf if whole else xf.index_select(0, index)  # (B_a, ..., d_in)
+                sub = result if whole else result.index_select(0, index)  # (B_a, ..., d_out)
+                dropout = self.qtha_dropout[adapter]
+                if not torch.is_grad_enabled() and not (dropout.training and isinstance(dropout, nn.Dropout)):
+                    sub = self.add_fused(adapter, sub_x, sub)
+                else:
+                    sub = sub + self.delta(adapter, sub_x).to(out_dtype)
+                result = sub if whole else result.index_copy(0, index, sub)
         return result
 
     def __repr__(self) -> str:
