@@ -3,7 +3,9 @@
 Serving and evaluation both go through this class, so what is evaluated is exactly what is served.
 
 * ``generate`` / ``stream``: chat completion for one conversation (sampling or greedy, stop strings,
-  seeds, cancellation through a ``threading.Event``).
+  seeds, cancellation through a ``threading.Event``). Concurrent calls decode together: a scheduler
+  thread (:mod:`serving.batching`) runs one forward per step for every running request, and requests
+  for different adapters of one model share it (mixed-adapter batches).
 * ``generate_batch``: greedy generation for many prompts at once (left padding), for evaluation.
 * ``score``: teacher-forced loss and top-1 accuracy on given reply tokens.
 
@@ -30,7 +32,10 @@ from quantum_adapters.artifact import load_frozen
 from quantum_adapters.layer import QuantumCircuitLayer
 from quantum_adapters.models import ModelSource, load_base_model
 
+from .batching import BASE_ROW, Request, Scheduler, _Penalties
+
 __all__ = ["BASE", "Engine", "Generation", "TokenScore"]
+_ = _Penalties  # re-exported: the penalties' processor lives with the scheduler that applies it
 
 BASE = "base"
 
@@ -65,40 +70,12 @@ class _Adapter:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class _CancelCriteria:
-    """A transformers StoppingCriteria that stops when the event is set (client went away)."""
-
-    def __init__(self, event: threading.Event | None):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-        stop = bool(self.event is not None and self.event.is_set())
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-
-class _Penalties:
-    """A transformers LogitsProcessor with OpenAI's frequency and presence penalties.
-
-    For every token t already generated (the reply so far, not the prompt, as vLLM does):
-    ``logit[t] -= frequency * count(t) + presence * (count(t) > 0)``. Positive values discourage
-    repetition, negative ones encourage it; both 0 leaves decoding unchanged.
-    """
-
-    def __init__(self, prompt_len: int, frequency: float, presence: float) -> None:
-        self.prompt_len, self.frequency, self.presence = prompt_len, float(frequency), float(presence)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        generated = input_ids[:, self.prompt_len :]  # (B, T_new)
-        if generated.shape[1] == 0:
-            return scores
-        counts = torch.zeros_like(scores).scatter_add_(
-            1, generated, torch.ones(generated.shape, dtype=scores.dtype, device=scores.device)
-        )  # (B, V)
-        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
-
-
 class Engine:
-    """Base model + frozen adapters; thread-safe (one generation at a time per underlying model)."""
+    """Base model + frozen adapters; thread-safe.
+
+    ``max_batch``: requests decoded together (rows of the running batch); ``max_batch_tokens``: bound on
+    the batch's KV cache, rows x the longest request's prompt + ``max_tokens`` (see
+    :mod:`serving.batching`). More requests wait for a row."""
 
     def __init__(
         self,
@@ -107,6 +84,8 @@ class Engine:
         *,
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
+        max_batch: int = 8,
+        max_batch_tokens: int = 16_384,
     ) -> None:
         self.base_model, self.tokenizer, self.source = load_base_model(model, dtype=dtype, device=device)
         self.device = torch.device(device)
@@ -115,6 +94,15 @@ class Engine:
         self._lock = threading.RLock()
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
+        self.scheduler = Scheduler(
+            self._route,
+            self.tokenizer,
+            eos_ids=self._eos_ids(),
+            lock=self._lock,
+            device=self.device,
+            max_rows=max_batch,
+            max_batch_tokens=max_batch_tokens,
+        )
 
     # ---- adapters -------------------------------------------------------------------------------
     def add_adapter(self, name: str, path: str | Path) -> None:
@@ -190,6 +178,22 @@ class Engine:
             adapter.model.set_adapter(name)
             yield adapter.model
 
+    def _route(self, name: str) -> tuple[Any, str]:
+        """(model object, adapter name inside it) serving ``name``; base rows run in the first model
+        with PEFT's ``"__base__"`` (its adapters skipped), or in the plain base model."""
+        if name == BASE:
+            return (next(iter(self._models.values())) if self._models else self.base_model), BASE_ROW
+        return self._get(name).model, name
+
+    def _eos_ids(self) -> set[int]:
+        """Token ids that end a reply: the tokenizer's EOS and the model's generation config's."""
+        config = getattr(self.base_model, "generation_config", None)
+        ids = getattr(config, "eos_token_id", None)
+        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return set(ids)
+
     def set_circuit_execution(self, **options: Any) -> int:
         """Set execution options (e.g. shots, noise, backend) on every circuit; returns how many."""
         count = 0
@@ -215,41 +219,15 @@ class Engine:
         return list(out)
 
     # ---- generation -----------------------------------------------------------------------------
-    def _gen_kwargs(
-        self,
-        max_tokens,
-        temperature,
-        top_p,
-        stop,
-        cancel,
-        prompt_len: int = 0,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-    ) -> dict[str, Any]:
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
-        kw: dict[str, Any] = {
+    def _greedy_kwargs(self, max_tokens: int) -> dict[str, Any]:
+        return {
             "max_new_tokens": int(max_tokens),
             "pad_token_id": self.tokenizer.pad_token_id,
-            "stopping_criteria": StoppingCriteriaList([_CancelCriteria(cancel)]),
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
         }
-        if temperature and temperature > 0:
-            kw.update(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=0)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop:
-            kw.update(stop_strings=[stop] if isinstance(stop, str) else list(stop), tokenizer=self.tokenizer)
-        if frequency_penalty or presence_penalty:
-            kw["logits_processor"] = LogitsProcessorList(
-                [_Penalties(prompt_len, frequency_penalty, presence_penalty)]
-            )
-        return kw
-
-    @staticmethod
-    def _cut_at_stop(text: str, stop: str | list[str] | None) -> tuple[str, bool]:
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-        return (text[:cut], True) if cut >= 0 else (text, False)
 
     def generate(
         self,
@@ -300,61 +278,48 @@ class Engine:
     ) -> Iterator[str | Generation]:
         """Yield text deltas as they are decoded, then one final :class:`Generation`.
 
-        ``frequency_penalty``/``presence_penalty``: OpenAI's repetition penalties (:class:`_Penalties`)."""
-        from transformers import TextIteratorStreamer
-
+        The request joins the scheduler's running batch (:mod:`serving.batching`) at the next step and
+        leaves it when it ends: EOS, a ``stop`` string (cut from the text; deltas never show part of
+        one), ``max_tokens``, or ``cancel`` set (or this iterator closed), within one step.
+        ``frequency_penalty``/``presence_penalty``: OpenAI's repetition penalties (:class:`_Penalties`);
+        ``seed`` seeds this request's own generator, so it samples the same tokens in any batch."""
         if adapter != BASE:
             self._get(adapter)
         ids = self.prompt_ids(messages, adapter)
-        input_ids = torch.tensor([ids], device=self.device)
-        streamer = TextIteratorStreamer(
-            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        req = self.scheduler.submit(
+            Request(
+                ids,
+                adapter,
+                int(max_tokens),
+                float(temperature or 0.0),
+                float(top_p),
+                stops,
+                seed,
+                cancel,
+                float(frequency_penalty),
+                float(presence_penalty),
+            )
         )
-        kwargs = self._gen_kwargs(
-            max_tokens, temperature, top_p, stop, cancel, len(ids), frequency_penalty, presence_penalty
-        )
-        result: dict[str, Any] = {}
-        t0 = time.time()
-
-        def work() -> None:
-            try:
-                with self._use(adapter) as model, torch.inference_mode():
-                    if seed is not None:
-                        torch.manual_seed(int(seed))
-                    out = model.generate(
-                        input_ids=input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        streamer=streamer,
-                        **kwargs,
-                    )
-                result["new"] = out[0, input_ids.shape[1] :].tolist()
-            except BaseException as exc:  # re-raised in the caller's thread
-                result["error"] = exc
-                streamer.end()
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        text = ""
-        stopped = False
-        for delta in streamer:
-            if stopped:
-                continue
-            candidate, hit = self._cut_at_stop(text + delta, stop)
-            if len(candidate) > len(text):
-                yield candidate[len(text) :]
-            text, stopped = candidate, hit
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        new = result.get("new", [])
-        eos = self.tokenizer.eos_token_id
-        if cancel is not None and cancel.is_set():
-            reason = "cancelled"
-        elif stopped or (new and new[-1] == eos):
-            reason = "stop"
-        else:
-            reason = "length" if len(new) >= max_tokens else "stop"
-        yield Generation(text, len(ids), len(new), reason, adapter, time.time() - t0)
+        try:
+            while True:
+                item = req.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, str):
+                    yield item
+                    continue
+                yield Generation(
+                    item["text"],
+                    len(ids),
+                    item["completion_tokens"],
+                    item["finish_reason"],
+                    adapter,
+                    item["seconds"],
+                )
+                return
+        finally:
+            req.abandoned = True  # a reader that stops early frees its row at the next step
 
     def generate_batch(
         self,
@@ -374,9 +339,7 @@ class Engine:
             mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=self.device)
             t0 = time.time()
             with self._use(adapter) as model, torch.inference_mode():
-                out = model.generate(
-                    input_ids=ids, attention_mask=mask, **self._gen_kwargs(max_tokens, 0.0, 1.0, None, None)
-                )
+                out = model.generate(input_ids=ids, attention_mask=mask, **self._greedy_kwargs(max_tokens))
             seconds = (time.time() - t0) / len(chunk)
             for row, prompt in zip(out[:, width:].tolist(), chunk, strict=True):
                 eos = self.tokenizer.eos_token_id

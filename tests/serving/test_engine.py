@@ -40,7 +40,7 @@ def test_greedy_generation_is_deterministic_and_counts_tokens(engine):
 
 
 def test_openai_penalties_subtract_counts_of_generated_tokens_only():
-    from serving.engine import _Penalties
+    from serving.batching import _Penalties
 
     ids = torch.tensor([[5, 6, 1, 1, 2]])  # prompt [5, 6], generated [1, 1, 2]
     scores = torch.zeros(1, 8)

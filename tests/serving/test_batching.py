@@ -1,0 +1,221 @@
+"""Continuous batching and mixed-adapter batches on the tiny real model with real frozen artifacts.
+
+Every batched result is compared with the same request run alone: greedy decoding must give the same
+tokens, a seeded sampled request the same tokens, and mixed-adapter rows the same logits.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from serving.batching import _stop_prefix
+from serving.engine import BASE, Engine
+
+PROMPTS = [
+    [{"role": "user", "content": "What is 3 + 4?"}],
+    [{"role": "user", "content": "Tell me about your day, please, in some detail."}],
+    [{"role": "user", "content": "I feel anxious before exams."}],
+    [{"role": "user", "content": "A baker sells 17 of 24 muffins. How many are left?"}],
+]
+
+# The tiny random model's greedy reply is blank lines; a frequency penalty makes greedy replies varied
+# text, so comparing them means something (and exercises per-row logits processors).
+VARIED = {"frequency_penalty": 1.0}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_chat_model_dir, tiny_artifacts):
+    return Engine(str(tiny_chat_model_dir), dict(tiny_artifacts))
+
+
+def _together(engine: Engine, calls: list[dict]) -> list:
+    """Run ``engine.generate(**call)`` for every call at once; the scheduler is held until all are
+    queued, so they start in the same batch. Returns the Generations in call order."""
+    out: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        out[i] = engine.generate(**calls[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    with engine._lock:  # the scheduler cannot step until every request is queued
+        for t in threads:
+            t.start()
+        while engine.scheduler.in_flight < len(calls):
+            threading.Event().wait(0.005)
+    for t in threads:
+        t.join(timeout=120)
+    return out
+
+
+def _reset(engine: Engine) -> None:
+    engine.scheduler.max_rows_seen = 0
+
+
+def test_greedy_batched_equals_greedy_alone(engine):
+    calls = [{"messages": p, "adapter": "math", "max_tokens": 12, **VARIED} for p in PROMPTS]
+    alone = [engine.generate(**c) for c in calls]
+    _reset(engine)
+    batched = _together(engine, calls)
+    assert engine.scheduler.max_rows_seen == len(calls)
+    assert [(g.text, g.completion_tokens) for g in batched] == [(g.text, g.completion_tokens) for g in alone]
+    assert all(g.completion_tokens == 12 and g.finish_reason == "length" for g in batched)
+
+
+def test_mixed_adapters_and_base_in_one_batch_equal_alone(engine):
+    """QTHA adapters and the base share a forward pass; the LoRA adapter (another PEFT type, its own
+    model copy) runs in its own batch in the same steps."""
+    adapters = ["counseling", "math", BASE, "math-lora"]
+    calls = [
+        {"messages": p, "adapter": a, "max_tokens": 10, **VARIED}
+        for p, a in zip(PROMPTS, adapters, strict=True)
+    ]
+    alone = [engine.generate(**c) for c in calls]
+    _reset(engine)
+    batched = _together(engine, calls)
+    assert engine.scheduler.max_rows_seen == 3  # counseling + math + base; math-lora beside them
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert len({g.text for g in alone}) == len(alone)  # each adapter answered differently
+    assert [g.adapter for g in batched] == adapters
+
+
+def test_mixed_batch_logits_equal_each_row_alone(engine):
+    """The layer-level contract: ``model(..., adapter_names=[...])`` equals each row run alone with its
+    adapter active (or adapters disabled for ``__base__``), to float32 rounding."""
+    model = engine.adapters["math"].model
+    ids = torch.tensor([engine.prompt_ids(PROMPTS[0], BASE)[:12]] * 3) + torch.tensor([[0], [1], [2]])
+    names = ["math", "__base__", "counseling"]
+    with engine._lock, torch.inference_mode():
+        mixed = model(input_ids=ids, adapter_names=names).logits
+        alone = []
+        for row, name in zip(ids, names, strict=True):
+            if name == "__base__":
+                with model.disable_adapter():
+                    alone.append(model(input_ids=row[None]).logits[0])
+            else:
+                model.set_adapter(name)
+                alone.append(model(input_ids=row[None]).logits[0])
+    torch.testing.assert_close(mixed, torch.stack(alone), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(alone[0], alone[2], atol=1e-3)  # the adapters do differ
+
+
+def test_unknown_adapter_name_in_a_mixed_batch_is_refused(engine):
+    model = engine.adapters["math"].model
+    with pytest.raises(ValueError, match="adapter_names: unknown adapter"), torch.inference_mode():
+        model(input_ids=torch.tensor([[1, 2], [3, 4]]), adapter_names=["math", "nope"])
+
+
+def test_a_request_joins_the_running_batch_and_others_are_unaffected(engine):
+    long = {"messages": PROMPTS[1], "adapter": "counseling", "max_tokens": 24, **VARIED}
+    late = {"messages": PROMPTS[0], "adapter": "math", "max_tokens": 6, **VARIED}
+    alone = engine.generate(**long), engine.generate(**late)
+    _reset(engine)
+    steps0 = engine.scheduler.steps
+    stream = engine.stream(**long)
+    first = next(stream)  # the long request is decoding
+    joined = engine.generate(**late)  # submitted while it decodes; ends before it
+    rest = list(stream)
+    assert engine.scheduler.max_rows_seen == 2
+    assert first + "".join(p for p in rest[:-1]) == rest[-1].text == alone[0].text
+    assert (joined.text, joined.completion_tokens) == (alone[1].text, alone[1].completion_tokens)
+    assert engine.scheduler.steps - steps0 < 24 + 6  # they shared steps
+
+
+def test_finished_rows_leave_and_the_rest_go_on(engine):
+    calls = [
+        {"messages": p, "adapter": "math", "max_tokens": n, **VARIED}
+        for p, n in zip(PROMPTS, [3, 16, 7, 11], strict=True)
+    ]
+    alone = [engine.generate(**c) for c in calls]
+    batched = _together(engine, calls)
+    assert [g.completion_tokens for g in batched] == [3, 16, 7, 11]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert engine.scheduler.running == 0 and not engine.scheduler._batches
+
+
+def test_cancel_leaves_the_batch_at_the_next_step(engine):
+    other = {"messages": PROMPTS[0], "adapter": "math", "max_tokens": 20, **VARIED}
+    expected = engine.generate(**other)
+    cancel = threading.Event()
+    stream = engine.stream(PROMPTS[1], "counseling", max_tokens=200, cancel=cancel)
+    next(stream)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("g", engine.generate(**other)))
+    thread.start()
+    cancel.set()
+    final = list(stream)[-1]
+    thread.join(timeout=120)
+    assert final.finish_reason == "cancelled" and final.completion_tokens < 200
+    assert result["g"].text == expected.text
+
+
+def test_closing_the_stream_frees_the_row(engine):
+    stream = engine.stream(PROMPTS[1], BASE, max_tokens=300)
+    next(stream)
+    stream.close()  # the reader went away without a cancel event
+    engine.generate(PROMPTS[0], BASE, max_tokens=2)  # a step has run since
+    assert engine.scheduler.running == 0
+
+
+def test_seeded_sampling_is_the_same_alone_and_in_a_batch(engine):
+    sampled = {"messages": PROMPTS[2], "adapter": "counseling", "max_tokens": 12, "temperature": 1.0}
+    alone = engine.generate(**sampled, top_p=0.9, seed=7)
+    again = engine.generate(**sampled, top_p=0.9, seed=7)
+    other_seed = engine.generate(**sampled, top_p=0.9, seed=8)
+    calls = [
+        {**sampled, "top_p": 0.9, "seed": 7},
+        {"messages": PROMPTS[0], "adapter": "math", "max_tokens": 12, "temperature": 0.8, "seed": 1},
+        {"messages": PROMPTS[1], "adapter": BASE, "max_tokens": 5},
+    ]
+    batched = _together(engine, calls)
+    assert alone.text == again.text == batched[0].text
+    assert other_seed.text != alone.text
+
+
+def test_stop_strings_and_max_tokens_per_row(engine):
+    free = engine.generate(PROMPTS[1], "counseling", max_tokens=16, **VARIED)
+    i = len(free.text) // 2
+    stop = free.text[i : i + 2]
+    assert stop.strip(), free.text  # a visible stop string from the middle of the reply
+    calls = [
+        {"messages": PROMPTS[1], "adapter": "counseling", "max_tokens": 16, "stop": [stop], **VARIED},
+        {"messages": PROMPTS[1], "adapter": "counseling", "max_tokens": 16, **VARIED},
+        {"messages": PROMPTS[0], "adapter": "math", "max_tokens": 4},
+    ]
+    parts: list = []
+    thread = threading.Thread(target=lambda: parts.extend(engine.stream(**calls[0])))
+    thread.start()
+    batched = _together(engine, calls[1:])
+    thread.join(timeout=120)
+    stopped = parts[-1]
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[: free.text.find(stop)] == "".join(parts[:-1])
+    assert stop not in "".join(parts[:-1])  # no delta ever showed the stop string
+    assert batched[0].text == free.text and batched[1].completion_tokens == 4
+
+
+def test_stop_prefix_holds_back_what_may_begin_a_stop_string():
+    assert _stop_prefix("hello wor", ["world"]) == 3
+    assert _stop_prefix("hello", ["xyz"]) == 0
+    assert _stop_prefix("ab\n", ["\n\n", "b\nc"]) == 2
+    assert _stop_prefix("", ["a"]) == 0
+
+
+def test_rows_and_token_budget_bound_the_batch(tiny_chat_model_dir):
+    """At most ``max_batch`` rows decode together; a request that would take the padded cache over
+    ``max_batch_tokens`` waits for rows to leave; all of them finish."""
+    small = Engine(str(tiny_chat_model_dir), max_batch=2)
+    calls = [{"messages": p, "adapter": BASE, "max_tokens": 6} for p in PROMPTS]
+    out = _together(small, calls)
+    assert small.scheduler.max_rows_seen == 2 and all(g.completion_tokens == 6 for g in out)
+    span = max(len(small.prompt_ids(p, BASE)) for p in PROMPTS) + 6
+    tight = Engine(str(tiny_chat_model_dir), max_batch=8, max_batch_tokens=span)
+    out = _together(tight, calls)
+    assert tight.scheduler.max_rows_seen == 1 and all(g.completion_tokens == 6 for g in out)
+
+
+def test_bad_scheduler_bounds_are_refused(tiny_chat_model_dir):
+    with pytest.raises(ValueError, match="max_rows: expected >= 1; got 0"):
+        Engine(str(tiny_chat_model_dir), max_batch=0)
