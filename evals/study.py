@@ -45,7 +45,20 @@ TASK = "study"  # registry task name of every study evaluation
 MARKER = "study-eval.json"  # a run folder's finished evaluation (the resume marker)
 # t quantiles (0.975) for 95% intervals over seeds, by degrees of freedom
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-_EVAL_ONLY_KEYS = ("data", "limit")
+_DOMAIN_KEYS = ("train", "evals", "protocols", "accuracy", "generate_limit", "safety_probes", "step_scale")
+_ACCURACY_KEYS = (
+    "model",
+    "arms",
+    "lr_from",
+    "lrs",
+    "seeds",
+    "data",
+    "limit",
+    "fewshot",
+    "fewshot_data",
+    "max_tokens",
+    "batch_size",
+)
 
 
 class StudyError(ValueError):
@@ -142,6 +155,14 @@ def load_config(path: str, *, check_data: bool = True) -> dict[str, Any]:
             raise StudyError(f"{dwhere}: expected 'train' (a data spec) and 'evals' (name -> data, limit)")
         if dname not in ("counseling", "math"):
             raise StudyError(f"{dwhere}: expected the domain counseling or math; got {dname!r}")
+        for key in dom:
+            if key not in _DOMAIN_KEYS:
+                raise StudyError(f"{dwhere}.{key}: unknown key (expected {', '.join(_DOMAIN_KEYS)})")
+        for key in dom.get("accuracy") or {}:
+            if key not in _ACCURACY_KEYS:
+                raise StudyError(
+                    f"{dwhere}.accuracy.{key}: unknown key (expected {', '.join(_ACCURACY_KEYS)})"
+                )
         if check_data:
             _check_data(f"{dwhere}.train", dom["train"])
         for ename, ev in dom["evals"].items():
@@ -207,20 +228,31 @@ class Run:
     needs: str | None = None  # why it cannot run in this checkout (e.g. a training option missing)
     roles: dict[str, set[str]] = field(default_factory=dict)  # protocol -> {'sweep', 'final'}
 
-    @property
-    def key(self) -> str:
+    def _hash(self) -> str:
         identity = {"domain": self.domain, "arm": self.arm, "model": self.model, **self.values}
-        if self.stage in ("accuracy", "base", "base-accuracy"):  # evaluated differently: its own run
+        if self.stage.startswith("base"):
             identity["stage"] = self.stage
         blob = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     @property
+    def key(self) -> str:
+        """Identity in the plan and the registry: the training config, plus how it is evaluated."""
+        return f"{self._hash()}-accuracy" if self.stage == "accuracy" else self._hash()
+
+    @property
     def folder(self) -> str:
-        model = "" if self.stage in ("sweep", "final", "base") else f"-{self.model.split('/')[-1][:24]}"
+        """Run folder, named by the training config only: an accuracy run whose training equals a
+        final run's (same model and options) evaluates that run's artifact instead of training again."""
+        model = f"-{self.model.split('/')[-1][:24]}" if self.stage == "base-accuracy" else ""
         lr = f"-lr{self.lr:g}" if self.lr is not None else ""
         seed = f"-s{self.seed}" if self.seed is not None else ""
-        return f"{self.domain}-{self.arm}{model}{lr}{seed}-{self.key}"
+        return f"{self.domain}-{self.arm}{model}{lr}{seed}-{self._hash()}"
+
+    @property
+    def marker(self) -> str:
+        """The file whose presence means this run's evaluation is recorded (the resume marker)."""
+        return "study-eval-accuracy.json" if self.stage == "accuracy" else MARKER
 
 
 def _values(cfg: dict, domain: str, arm: str, lr: float, seed: int, model: str) -> tuple[dict, str | None]:
@@ -245,7 +277,9 @@ def _final_dev_loss(root: Path, run: Run) -> float | None:
     summary = root / "runs" / run.folder / "summary.json"
     if not summary.is_file():
         return None
-    return json.loads(summary.read_text()).get("dev_loss_last")
+    loss = json.loads(summary.read_text()).get("dev_loss_last")
+    # a diverged run (NaN) or one without a dev split ranks last rather than blocking the choice
+    return loss if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
 
 
 def plan(cfg: dict[str, Any], root: Path) -> tuple[list[Run], dict[tuple[str, str, str], float | None]]:
@@ -259,7 +293,7 @@ def plan(cfg: dict[str, Any], root: Path) -> tuple[list[Run], dict[tuple[str, st
     best: dict[tuple[str, str, str], float | None] = {}
 
     def add(run: Run, protocol: str | None) -> Run:
-        key = run.key if run.lr is not None or run.stage.startswith("base") else f"?{run.folder}"
+        key = run.key  # a final run whose lr is not known yet is keyed with lr None until it is
         if key in runs:
             kept = runs[key]
             kept.evaluate = kept.evaluate or run.evaluate
@@ -316,24 +350,34 @@ def plan(cfg: dict[str, Any], root: Path) -> tuple[list[Run], dict[tuple[str, st
     return list(runs.values()), best
 
 
-def _step_seconds(cfg: dict, root: Path, model: str, method: str) -> float:
-    """Seconds per optimiser step: measured by this study's finished runs if any, else the config's."""
+def _step_seconds(cfg: dict, root: Path, model: str, method: str, domain: str | None = None) -> float:
+    """Seconds per optimiser step: the median of this study's finished runs of the same model, method
+    and domain if any, else the config's ``step_seconds`` (x the domain's ``step_scale``)."""
+    data = cfg["domains"][domain]["train"] if domain else None
     measured = []
     for summary in (root / "runs").glob("*/summary.json") if (root / "runs").is_dir() else []:
         s = json.loads(summary.read_text())
-        if s.get("model") == model and s.get("method") == method and s.get("steps"):
+        run_cfg = json.loads((summary.parent / "config.json").read_text())
+        same_data = data is None or run_cfg.get("data") == data
+        if s.get("model") == model and s.get("method") == method and s.get("steps") and same_data:
             measured.append(s["seconds"] / s["steps"])
     if measured:
         return statistics.median(measured)
     table = (cfg.get("step_seconds") or {}).get(model) or {}
-    return float(table.get(method, table.get("default", 5.0)))
+    scale = float(cfg["domains"][domain].get("step_scale", 1.0)) if domain else 1.0
+    return float(table.get(method, table.get("default", 5.0))) * scale
 
 
-def _minutes(cfg: dict, root: Path, run: Run) -> float:
+def _minutes(cfg: dict, root: Path, run: Run, trained: set[str]) -> float:
+    """Estimated minutes left for ``run``; ``trained`` holds folders already counted (trained once)."""
     evals = cfg.get("eval_minutes") or {}
     if run.stage.startswith("base"):
         return float(evals.get(run.stage if run.stage == "base-accuracy" else run.domain, 1.0))
-    train = run.values.get("steps", 0) * _step_seconds(cfg, root, run.model, run.values["method"]) / 60
+    train = 0.0
+    if run.folder not in trained and not (root / "runs" / run.folder / "summary.json").is_file():
+        steps = run.values.get("steps", 0)
+        train = steps * _step_seconds(cfg, root, run.model, run.values["method"], run.domain) / 60
+        trained.add(run.folder)
     if not run.evaluate:
         return train
     return train + float(evals.get("accuracy" if run.stage == "accuracy" else run.domain, 1.0))
@@ -341,7 +385,7 @@ def _minutes(cfg: dict, root: Path, run: Run) -> float:
 
 def _done(root: Path, run: Run) -> bool:
     folder = root / "runs" / run.folder
-    return (folder / MARKER).is_file() if run.evaluate else (folder / "summary.json").is_file()
+    return (folder / run.marker).is_file() if run.evaluate else (folder / "summary.json").is_file()
 
 
 def _runnable(root: Path, run: Run) -> bool:
@@ -351,16 +395,17 @@ def _runnable(root: Path, run: Run) -> bool:
 
 
 def budget(cfg: dict[str, Any], root: Path) -> str:
-    """The plan as text: per domain and stage, runs (to do / total) and estimated minutes; CPU-hours."""
+    """The plan as text: per domain and stage, runs (to do / total) and estimated minutes; hours."""
     runs, best = plan(cfg, root)
     lines = [f"study plan ({len(runs)} runs, {sum(_done(root, r) for r in runs)} done):"]
     total_left = 0.0
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.domain, r.model, r.stage), []).append(r)
+    trained: set[str] = set()
     for (domain, model, stage), rs in groups.items():
         todo = [r for r in rs if not _done(root, r) and not r.needs]
-        minutes = sum(_minutes(cfg, root, r) for r in todo)
+        minutes = sum(_minutes(cfg, root, r, trained) for r in todo)
         total_left += minutes
         arms = sorted({r.arm for r in rs})
         steps = rs[0].values.get("steps")
@@ -379,12 +424,13 @@ def budget(cfg: dict[str, Any], root: Path) -> str:
                 + (f"best {lr:g}" if lr is not None else "best not known yet")
             )
     step_info = sorted(
-        {(r.model, r.values.get("method")) for r in runs if r.values and r.values.get("method")}, key=str
+        {(r.model, r.values["method"], r.domain) for r in runs if r.values.get("method")}, key=str
     )
-    for model, method in step_info:
-        lines.append(f"  step time {model} {method}: {_step_seconds(cfg, root, model, method):.1f} s")
+    for model, method, domain in step_info:
+        seconds = _step_seconds(cfg, root, model, method, domain)
+        lines.append(f"  step time {model} {method} ({domain}): {seconds:.1f} s")
     lines.append(
-        f"estimated time left: {total_left:.0f} min = {total_left / 60:.1f} CPU-hours on this machine"
+        f"estimated time left: {total_left:.0f} min = {total_left / 60:.1f} hours at the step times above"
     )
     return "\n".join(lines)
 
@@ -596,7 +642,7 @@ def _execute(cfg: dict, root: Path, run: Run, reg: Any, progress: bool = True) -
     }
     folder.mkdir(parents=True, exist_ok=True)
     _record(reg, root, run, payload)
-    _atomic_json(folder / MARKER, payload)  # after the registry: a marker means it is recorded
+    _atomic_json(folder / run.marker, payload)  # after the registry: a marker means it is recorded
 
 
 def run_study(
@@ -704,7 +750,7 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
     runs, best = plan(cfg, root)
     entries = _entries(reg, root)
     for r in runs:  # a finished run recorded in another registry file: record it here too
-        marker = root / "runs" / r.folder / MARKER
+        marker = root / "runs" / r.folder / r.marker
         if r.evaluate and r.key not in entries and marker.is_file():
             payload = json.loads(marker.read_text())
             _record(reg, root, r, payload)

@@ -147,7 +147,7 @@ def test_dry_run_prints_plan_and_budget(tiny_chat_model_dir, tmp_path, isolated_
     # the accuracy run waits for the sweep's best lr; two base evaluations and one base accuracy
     assert "counseling final" in out and " 5 runs (5 to do) x 4 steps" in out
     assert "math       sweep" in out and "best not known yet" in out
-    assert "estimated time left" in out and "CPU-hours" in out
+    assert "estimated time left" in out and "hours at the step times above" in out
     assert trained_folders == [] and not (tmp_path / "out").exists()
 
 
@@ -306,3 +306,16 @@ def test_eval_run_fewshot_option(tiny_chat_model_dir, isolated_env):
             out=str(isolated_env / "x"),
             **common,
         )
+
+
+def test_shipped_study_configs_plan(tmp_path):
+    """Every shipped study YAML (CPU and GPU) validates and plans; the CPU one fits its budget."""
+    root = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted(root.rglob("study*.yaml"))
+    assert {f.name for f in files} >= {"study.yaml", "study-qwen2.5-1.5b.yaml"}
+    for file in files:
+        cfg = load_config(str(file), check_data=False)
+        runs, _ = plan(cfg, tmp_path)
+        assert all(r.values.get("steps", 200) >= 200 for r in runs), file
+        assert not [r.folder for r in runs if r.needs], file
+        assert "estimated time left" in study.budget(cfg, tmp_path)
