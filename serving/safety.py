@@ -423,7 +423,7 @@ class SafetyLayer:
         long message is diluted in the message's pooled embedding. `text` should be idiom-masked.
         """
         rows, emb = self._exemplar_rows()
-        pieces = [p for p in [text[:2000].strip(), *_sentences(text)[:32]] if p]
+        pieces = list(dict.fromkeys(p for p in [text[:2000].strip(), *_sentences(text)[:32]] if p))
         if not pieces:
             return {}
         sims = (self._embed(pieces) @ emb.T).max(axis=0)  # (E,)

