@@ -80,6 +80,7 @@ class Request:
     cancel: threading.Event | None = None
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    ignore_eos: bool = False  # benchmarks: decode exactly max_tokens tokens (EOS and stop strings ignored)
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     abandoned: bool = False  # the reader went away (its iterator was closed)
 
@@ -343,11 +344,15 @@ class Scheduler:
     def _emit(self, row: _Row, token: int) -> None:
         """Update the row's text; put the part that can no longer change on its queue."""
         req = row.req
-        if token in self.eos_ids:
+        if token in self.eos_ids and not req.ignore_eos:
             row.finish = "stop"
         else:
             text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-            cut = min((i for i in (text.find(s) for s in req.stop) if i >= 0), default=-1)
+            cut = (
+                -1
+                if req.ignore_eos
+                else min((i for i in (text.find(s) for s in req.stop) if i >= 0), default=-1)
+            )
             if cut >= 0:
                 text, row.finish = text[:cut], "stop"
             row.text = text

@@ -32,10 +32,9 @@ from quantum_adapters.artifact import load_frozen
 from quantum_adapters.layer import QuantumCircuitLayer
 from quantum_adapters.models import ModelSource, load_base_model
 
-from .batching import BASE_ROW, Request, Scheduler, _Penalties
+from .batching import BASE_ROW, Request, Scheduler
 
 __all__ = ["BASE", "Engine", "Generation", "TokenScore"]
-_ = _Penalties  # re-exported: the penalties' processor lives with the scheduler that applies it
 
 BASE = "base"
 
@@ -281,7 +280,8 @@ class Engine:
         The request joins the scheduler's running batch (:mod:`serving.batching`) at the next step and
         leaves it when it ends: EOS, a ``stop`` string (cut from the text; deltas never show part of
         one), ``max_tokens``, or ``cancel`` set (or this iterator closed), within one step.
-        ``frequency_penalty``/``presence_penalty``: OpenAI's repetition penalties (:class:`_Penalties`);
+        ``frequency_penalty``/``presence_penalty``: OpenAI's repetition penalties
+        (:class:`serving.batching._Penalties`);
         ``seed`` seeds this request's own generator, so it samples the same tokens in any batch."""
         if adapter != BASE:
             self._get(adapter)

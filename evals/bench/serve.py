@@ -13,6 +13,15 @@ releases whole sentences, so this is the first sentence or the 8-token limit, wh
 throughput of ``--clients`` concurrent clients against a real uvicorn server on a loopback port (the
 server runs one generation at a time, as on CPU).
 
+``--concurrency 1,4,8,16``: instead, continuous batching. For each level c, c requests (the prompts in
+turn, exactly ``--tokens`` greedy tokens each) are submitted at once to the engine's scheduler, the path
+every API request takes; reported per level: aggregate tokens/s (all tokens / wall time), p50/p95 time
+to first token, p50/p95 time per output token (after the first), and the speed-up over the first level
+(medians over ``--rounds``). ``--mixed`` also runs every level with the rows spread over two adapters
+and the base model, interleaved with the single-adapter runs, and reports mixed / single per level.
+One stream through ``model.generate`` (the engine's path before batching) is timed in the same rounds
+as the single-stream reference.
+
 Without ``--artifact`` an untrained QTHA adapter (``--r``, ``--layers``) is frozen into a temporary
 folder: speed does not depend on the weights' values.
 """
@@ -156,6 +165,121 @@ def _concurrent(service: Any, model: str, clients: int, tokens: int) -> dict[str
     }
 
 
+def _timed_request(engine: Any, prompt: str, adapter: str, tokens: int, start: float) -> dict[str, float]:
+    """One request through the scheduler, exactly ``tokens`` tokens: its TTFT, TPOT and token count."""
+    from serving.batching import Request
+
+    ids = engine.prompt_ids([{"role": "user", "content": prompt}], adapter)
+    req = engine.scheduler.submit(Request(ids, adapter, tokens, ignore_eos=True))
+    first = None
+    while True:
+        item = req.out.get()
+        if isinstance(item, BaseException):
+            raise item
+        now = time.perf_counter()
+        if first is None:
+            first = now
+        if isinstance(item, dict):
+            n = item["completion_tokens"]
+            return {"ttft": first - start, "tpot": (now - first) / max(1, n - 1), "tokens": n}
+
+
+def _level(engine: Any, adapters: list[str], clients: int, tokens: int) -> dict[str, float]:
+    """``clients`` requests submitted at once (row i uses ``adapters[i % len(adapters)]``)."""
+    results: list[dict[str, float]] = [{}] * clients
+    start = time.perf_counter()
+
+    def client(i: int) -> None:
+        prompt, adapter = PROMPTS[i % len(PROMPTS)], adapters[i % len(adapters)]
+        results[i] = _timed_request(engine, prompt, adapter, tokens, start)
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - start
+    if any(r.get("tokens") != tokens for r in results):
+        raise RuntimeError(f"bench serve: a request decoded {[r.get('tokens') for r in results]} tokens")
+    return {"tok_s": clients * tokens / wall, **_percentiles(results)}
+
+
+def _percentiles(results: list[dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for key in ("ttft", "tpot"):
+        values = sorted(r[key] for r in results)
+        for q in (50, 95):
+            out[f"{key}_p{q}_s"] = values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+    return out
+
+
+def run_concurrency(
+    model: str = "smollm2-135m-instruct",
+    artifact: str | None = None,
+    r: int = 4,
+    layers: int | None = None,
+    tokens: int = 32,
+    levels: tuple[int, ...] = (1, 4, 8, 16),
+    rounds: int = 3,
+    mixed: bool = False,
+) -> dict[str, Any]:
+    """Continuous batching at each concurrency level (see the module docstring)."""
+    from serving.engine import BASE, Engine
+
+    check_bounds("serve", {"--tokens": (tokens, 1), "--rounds": (rounds, 1), "--r": (r, 2)})
+    if artifact is not None and not Path(artifact).is_dir():
+        raise ValueError(f"bench serve: artifact not found: {artifact} is not a directory")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))
+        adapters = {"adapter": path}
+        if mixed:  # a second adapter: the same files under another name run as a separate adapter
+            adapters["adapter2"] = path
+        engine = Engine(model, adapters, max_batch=max(levels))
+        modes = {"single": ["adapter"], **({"mixed": ["adapter", "adapter2", BASE]} if mixed else {})}
+        for names in modes.values():  # warm-up: caches, allocator pools, a batched step
+            _level(engine, names, 2, 4)
+        _decode_s(engine, "adapter", PROMPTS[0], 4)
+        runs: dict[str, dict[int, list[dict[str, float]]]] = {m: {c: [] for c in levels} for m in modes}
+        generate_s: list[float] = []
+        for k in tqdm(range(rounds), desc="concurrency rounds", leave=False):
+            n, seconds = _decode_s(engine, "adapter", PROMPTS[k % len(PROMPTS)], tokens)
+            generate_s.append(seconds / n)
+            for c in levels:
+                for mode in modes if (k + c) % 2 == 0 else list(modes)[::-1]:
+                    runs[mode][c].append(_level(engine, modes[mode], c, tokens))
+        circuit = engine.adapters["adapter"].manifest.get("circuit", {})
+    table = {
+        mode: [
+            {
+                "clients": c,
+                **{key: statistics.median(x[key] for x in runs[mode][c]) for key in runs[mode][c][0]},
+            }
+            for c in levels
+        ]
+        for mode in modes
+    }
+    single = {row["clients"]: row for row in table["single"]}
+    for mode in table:
+        for row in table[mode]:
+            row["speedup"] = row["tok_s"] / single[levels[0]]["tok_s"]
+    out: dict[str, Any] = {
+        "model": model,
+        "tokens": tokens,
+        "rounds": rounds,
+        "qubits": circuit.get("n_qubits"),
+        "layers": circuit.get("n_layers"),
+        "generate_single_tok_s": 1.0 / statistics.median(generate_s),
+        "concurrency": table,
+    }
+    if 1 in single:
+        out["engine_single_vs_generate"] = single[1]["tok_s"] * statistics.median(generate_s)
+    if mixed:
+        out["mixed_vs_single"] = {
+            row["clients"]: row["tok_s"] / single[row["clients"]]["tok_s"] for row in table["mixed"]
+        }
+    return out
+
+
 def run(
     model: str = "smollm2-135m-instruct",
     artifact: str | None = None,
@@ -220,7 +344,47 @@ def _lora_figures(pairs: list[dict[str, float]], tokens: int, base: str) -> dict
     }
 
 
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise ValueError(
+            f"bench serve: expected --concurrency as integers >= 1 separated by commas; got {text!r}"
+        )
+    return levels
+
+
+def _cmd_concurrency(args: argparse.Namespace) -> int:
+    levels = _levels(args.concurrency)
+    result = run_concurrency(
+        args.model, args.artifact, args.r, args.layers, args.tokens, levels, args.rounds, args.mixed
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"continuous batching, {result['model']}, {result['tokens']} greedy tokens per request, "
+        f"median of {result['rounds']} rounds ({result['qubits']} qubits, {result['layers']} layers)"
+    )
+    print(f"  one stream through model.generate: {result['generate_single_tok_s']:.1f} tok/s")
+    for mode, rows in result["concurrency"].items():
+        for row in rows:
+            extra = (
+                f"   mixed/single {result['mixed_vs_single'][row['clients']]:.2f}" if mode == "mixed" else ""
+            )
+            print(
+                f"  {mode:6s} {row['clients']:3d} clients: {row['tok_s']:6.1f} tok/s (x{row['speedup']:.2f})  "
+                f"TTFT p50/p95 {row['ttft_p50_s'] * 1000:.0f}/{row['ttft_p95_s'] * 1000:.0f} ms  "
+                f"TPOT p50/p95 {row['tpot_p50_s'] * 1000:.0f}/{row['tpot_p95_s'] * 1000:.0f} ms{extra}"
+            )
+    return 0
+
+
 def _cmd(args: argparse.Namespace) -> int:
+    if args.concurrency is not None:
+        return _cmd_concurrency(args)
     result = run(
         args.model, args.artifact, args.r, args.layers, args.tokens, args.clients, args.rounds, args.lora
     )
@@ -280,6 +444,16 @@ def register(subparsers: Any) -> None:
         "--lora",
         action="store_true",
         help="also time an unmerged PEFT LoRA adapter (same r, q_proj + v_proj) in every round",
+    )
+    p.add_argument(
+        "--concurrency",
+        default=None,
+        help="continuous batching instead: comma-separated client counts, e.g. 1,4,8,16",
+    )
+    p.add_argument(
+        "--mixed",
+        action="store_true",
+        help="with --concurrency: also spread the rows over two adapters and the base model",
     )
     p.add_argument("--json", action="store_true", help="one JSON object as the last line")
     p.set_defaults(func=_cmd)

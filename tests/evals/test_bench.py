@@ -57,3 +57,30 @@ def test_benchmarks_refuse_bad_flags_before_loading_anything(
     assert eval_main(["bench", command, "--model", str(tiny_chat_model_dir), *args]) != 0
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_bench_serve_concurrency_reports_every_level(tiny_chat_model_dir, capsys):
+    args = [
+        "bench",
+        "serve",
+        "--model",
+        str(tiny_chat_model_dir),
+        "--r",
+        "2",
+        "--layers",
+        "1",
+        "--tokens",
+        "3",
+    ]
+    assert eval_main([*args, "--rounds", "1", "--concurrency", "1,3", "--mixed", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for mode in ("single", "mixed"):
+        rows = result["concurrency"][mode]
+        assert [row["clients"] for row in rows] == [1, 3]
+        for row in rows:
+            assert row["tok_s"] > 0 and 0 < row["ttft_p50_s"] <= row["ttft_p95_s"]
+            assert 0 < row["tpot_p50_s"] <= row["tpot_p95_s"]
+    assert result["concurrency"]["single"][0]["speedup"] == 1.0
+    assert set(result["mixed_vs_single"]) == {"1", "3"} and result["generate_single_tok_s"] > 0
+    assert eval_main([*args, "--concurrency", "4,x"]) != 0
+    assert "expected --concurrency as integers >= 1 separated by commas; got '4,x'" in capsys.readouterr().err
