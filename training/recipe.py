@@ -223,6 +223,45 @@ def _peft_config(cfg: TrainConfig):
     )
 
 
+def _device_estimate(
+    cfg: TrainConfig,
+    train_features: list,
+    dev_features: list,
+    global_batch: int,
+    per_epoch: int,
+    total_steps: int,
+    n_circuits: int,
+) -> dict[str, Any]:
+    """Upper bound of the circuits a --circuit-device run sends: every padded token of every training
+    micro-batch through every adapted circuit with the parameter-shift backward, plus the dev passes."""
+    from quantum_adapters.device import parameter_shift_circuits
+
+    per_token = parameter_shift_circuits(cfg.r, cfg.layers or cfg.r)
+    train_tokens = 0
+    for micro in range(total_steps * cfg.grad_accum):
+        epoch, pos = divmod(micro, per_epoch)
+        ids = _batches_for_epoch(len(train_features), global_batch, cfg.seed, epoch)[pos]
+        train_tokens += len(ids) * max(len(train_features[i]["input_ids"]) for i in ids)
+    dev_tokens = sum(
+        len(chunk) * max(len(f["input_ids"]) for f in chunk)
+        for chunk in (
+            dev_features[i : i + cfg.batch_size] for i in range(0, len(dev_features), cfg.batch_size)
+        )
+    )
+    evals = sum(
+        1
+        for step in range(1, total_steps + 1)
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps
+    )
+    circuits = n_circuits * (train_tokens * per_token + evals * dev_tokens)
+    shots = "exact" if cfg.shots is None else f"{cfg.shots:,} shots each, {circuits * cfg.shots:,} shots"
+    explain = (
+        f"{n_circuits} circuits x ({train_tokens:,} training tokens x {per_token} parameter-shift circuits "
+        f"+ {evals} dev passes x {dev_tokens:,} tokens) = {circuits:,} circuits, {shots}"
+    )
+    return {"circuits": circuits, "per_token": per_token, "train_tokens": train_tokens, "explain": explain}
+
+
 def _set_circuits(model, **execution: Any) -> int:
     """Configure how every adapter circuit of ``model`` runs (QuantumCircuitLayer.configure)."""
     from quantum_adapters.layer import QuantumCircuitLayer
@@ -369,6 +408,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if cfg.train_noise is not None:
         _set_circuits(model, backend="noisy", noise=cfg.train_noise)
+    runner = None
+    if cfg.circuit_device is not None:
+        from quantum_adapters.device import DeviceRunner
+
+        runner = DeviceRunner(
+            cfg.circuit_device, cfg.shots, cache=run / "device-cache.sqlite", progress=False
+        )
+        runner.check(cfg.r)
+        n_circuits = _set_circuits(model, backend="device", runner=runner)
 
     world = accelerator.num_processes
     global_batch = cfg.batch_size * world
@@ -381,6 +429,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     total_steps = (
         cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
     )
+    device_estimate = None
+    if runner is not None:
+        device_estimate = _device_estimate(
+            cfg, train_features, dev_features, global_batch, per_epoch, total_steps, n_circuits
+        )
+        if cfg.max_circuits is None or device_estimate["circuits"] > cfg.max_circuits:
+            given = "no --max-circuits" if cfg.max_circuits is None else f"--max-circuits {cfg.max_circuits}"
+            raise TrainError(
+                f"--circuit-device {cfg.circuit_device}: this run needs up to {device_estimate['circuits']:,} "
+                f"circuits ({device_estimate['explain']}); {given} was given: confirm with "
+                f"--max-circuits {device_estimate['circuits']} (or fewer --steps, a smaller --batch-size or "
+                "--max-len); nothing was run"
+            )
+        runner.max_circuits = cfg.max_circuits
+        if main:
+            print(f"qtha-train: device estimate: {device_estimate['explain']}", flush=True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), total_steps)
@@ -505,6 +569,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         "data": report.as_dict(),
         "model": source.name,
     }
+    if runner is not None:
+        summary["device"] = {**runner.summary(), "estimate": device_estimate}
+        _set_circuits(accelerator.unwrap_model(model), backend="fast")
+        runner.close()
     if main:
         art = freeze(
             accelerator.unwrap_model(model),
