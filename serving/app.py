@@ -206,7 +206,9 @@ def build_service(model: str, adapters: dict[str, str | Path], settings: Setting
     from .embeddings import load_embedder
     from .engine import Engine
 
-    engine = Engine(model, adapters)
+    engine = Engine(
+        model, adapters, max_batch=settings.max_concurrent, max_batch_tokens=settings.max_batch_tokens
+    )
     chatlog = (
         ChatLog(
             settings.chat_log,
