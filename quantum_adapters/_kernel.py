@@ -190,19 +190,25 @@ inline void product_state(T* v, const T* c, const T* s, int n) {
   }
 }
 
+// The half-angle cos and sin of row b's RYs in layer l: read from the tables rc, rs (L, B, n), or computed
+// from theta (L, B, n), or, with offsets (L, n), from theta (B, n) as theta[b] + offsets[l].
 template <typename T>
-inline void row_angles(const T* theta, const T* rc, const T* rs, int64_t idx, int n, T* c, T* s) {
+inline void row_angles(const T* theta, const T* offsets, const T* rc, const T* rs, int l, int64_t b,
+                       int64_t B, int n, T* c, T* s) {
+  const int64_t idx = (l * B + b) * n;
   for (int j = 0; j < n; ++j) {
-    if (rc) { c[j] = rc[idx + j]; s[j] = rs[idx + j]; }
-    else { const T h = theta[idx + j] * T(0.5); c[j] = std::cos(h); s[j] = std::sin(h); }
+    if (rc) { c[j] = rc[idx + j]; s[j] = rs[idx + j]; continue; }
+    const T t = offsets ? theta[b * n + j] + offsets[l * n + j] : theta[idx + j];
+    c[j] = std::cos(t * T(0.5));
+    s[j] = std::sin(t * T(0.5));
   }
 }
 
-// theta (L, B, n) per-row angles, or their half-angle cos/sin tables rc, rs (L, B, n); shared_cs
-// (L+1, 2, n) cos/sin of the shared half angles; phase_cs (2L, 2, D) cos/sin of the ring phases.
+// Per-row angles as in row_angles; shared_cs (L+1, 2, n) cos/sin of the shared half angles; phase_cs
+// (2L, 2, D) cos/sin of the ring phases. Writes z (B, n) and, unless null, final_state (B, 2, D).
 template <typename T, int W>
-void forward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs, const T* shared_cs,
-             const T* phase_cs, T* z, T* final_state, int threads) {
+void forward(int n, int L, int64_t B, const T* theta, const T* offsets, const T* rc, const T* rs,
+             const T* shared_cs, const T* phase_cs, T* z, T* final_state, int threads) {
   typedef typename Kernel<T, W>::V V;
   const Kernel<T, W> k(n, L, phase_cs);
   const int D = k.D, R = k.R;
@@ -213,12 +219,12 @@ void forward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs, 
     T c[32], s[32];
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
-      row_angles(theta, rc, rs, b * n, n, c, s);
+      row_angles(theta, offsets, rc, rs, 0, b, B, n, c, s);
       product_state(reinterpret_cast<T*>(re), c, s, n);
       std::memset(static_cast<void*>(im), 0, sizeof(T) * D);
       for (int l = 0; l < L; ++l) {
         if (l > 0) {
-          row_angles(theta, rc, rs, (l * B + b) * n, n, c, s);
+          row_angles(theta, offsets, rc, rs, l, b, B, n, c, s);
           k.ry_layer(re, c, s, T(1));
           k.ry_layer(im, c, s, T(1));
         }
@@ -298,7 +304,7 @@ void backward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,
         for (int j = 0; j < n; ++j) gr[j] = 0;
         k.ry_grads(pr, pi, lr, li, gr);
         if (l > 0) {
-          row_angles(theta, rc, rs, (l * B + b) * n, n, c, s);
+          row_angles(theta, static_cast<const T*>(nullptr), rc, rs, l, b, B, n, c, s);
           k.ry_layer(pr, c, s, T(-1));
           k.ry_layer(pi, c, s, T(-1));
           k.ry_layer(lr, c, s, T(-1));
@@ -324,11 +330,12 @@ void backward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,
 
 extern "C" {
 #define QTHA_EXPORT(T, SUFFIX)                                                                        \
-  void qtha_forward_##SUFFIX(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,      \
-                             const T* shared_cs, const T* phase_cs, T* z, T* final_state, int th) {  \
-    if (n >= 4) forward<T, 16>(n, L, B, theta, rc, rs, shared_cs, phase_cs, z, final_state, th);     \
-    else if (n == 3) forward<T, 8>(n, L, B, theta, rc, rs, shared_cs, phase_cs, z, final_state, th); \
-    else forward<T, 4>(n, L, B, theta, rc, rs, shared_cs, phase_cs, z, final_state, th);             \
+  void qtha_forward_##SUFFIX(int n, int L, int64_t B, const T* theta, const T* off, const T* rc,    \
+                             const T* rs, const T* shared_cs, const T* phase_cs, T* z, T* final_state, \
+                             int th) {                                                                \
+    if (n >= 4) forward<T, 16>(n, L, B, theta, off, rc, rs, shared_cs, phase_cs, z, final_state, th); \
+    else if (n == 3) forward<T, 8>(n, L, B, theta, off, rc, rs, shared_cs, phase_cs, z, final_state, th); \
+    else forward<T, 4>(n, L, B, theta, off, rc, rs, shared_cs, phase_cs, z, final_state, th);         \
   }                                                                                                   \
   void qtha_backward_##SUFFIX(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,     \
                               const T* shared_cs, const T* phase_cs, const T* final_state,           \
@@ -345,7 +352,7 @@ extern "C" {
   }
 QTHA_EXPORT(float, f32)
 QTHA_EXPORT(double, f64)
-int qtha_kernel_version() { return 2; }
+int qtha_kernel_version() { return 3; }
 }
 """
 
@@ -364,7 +371,7 @@ class Kernel:
         p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
         for suffix in ("f32", "f64"):
             fwd = getattr(lib, f"qtha_forward_{suffix}")
-            fwd.argtypes = [i32, i32, i64, p, p, p, p, p, p, p, i32]
+            fwd.argtypes = [i32, i32, i64, p, p, p, p, p, p, p, p, i32]
             fwd.restype = None
             bwd = getattr(lib, f"qtha_backward_{suffix}")
             bwd.argtypes = [i32, i32, i64, p, p, p, p, p, p, p, p, p, p, i32]
@@ -374,27 +381,32 @@ class Kernel:
 
     def forward(
         self,
-        theta_rows: Tensor | None,
-        row_cs: tuple[Tensor, Tensor] | None,
+        z: Tensor,
         shared_cs: Tensor,
         phase_cs: Tensor,
-        z: Tensor,
-        final: Tensor | None,
-        threads: int,
+        *,
+        theta: Tensor | None = None,
+        offsets: Tensor | None = None,
+        row_cs: tuple[Tensor, Tensor] | None = None,
+        final: Tensor | None = None,
+        threads: int = 1,
     ) -> None:
-        """Write z ``(B, n)`` (and the final states ``(B, 2, 2^n)`` into ``final``).
+        """Write <Z_i> into z ``(B, n)``, and the final states into ``final`` ``(B, 2, 2^n)`` if given.
 
-        Per-row angles as ``theta_rows`` ``(L, B, n)`` or as their half-angle ``row_cs = (cos, sin)``, each
-        ``(L, B, n)``; ``shared_cs`` ``(L+1, 2, n)`` and ``phase_cs`` ``(2L, 2, 2^n)`` the shared tables.
-        Every tensor contiguous, on the CPU, of z's dtype.
+        The per-row angles come as their half-angle ``row_cs = (cos, sin)``, each ``(L, B, n)``; or as
+        ``theta`` ``(L, B, n)``; or, with ``offsets`` ``(L, n)``, as ``theta`` ``(B, n)`` plus ``offsets[l]``
+        in layer l (the kernel takes the sines and cosines itself in the last two). ``shared_cs``
+        ``(L+1, 2, n)`` and ``phase_cs`` ``(2L, 2, 2^n)`` are the shared tables. Every tensor contiguous,
+        on the CPU, of z's dtype.
         """
-        n_layers, b, n = (row_cs[0] if row_cs is not None else theta_rows).shape
+        b, n = z.shape
         rc, rs = (None, None) if row_cs is None else (row_cs[0].data_ptr(), row_cs[1].data_ptr())
         self._fwd[z.dtype](
             n,
-            n_layers,
+            phase_cs.shape[0] // 2,
             b,
-            None if theta_rows is None else theta_rows.data_ptr(),
+            None if theta is None else theta.data_ptr(),
+            None if offsets is None else offsets.data_ptr(),
             rc,
             rs,
             shared_cs.data_ptr(),

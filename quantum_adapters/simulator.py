@@ -134,15 +134,8 @@ def _kernel_expvals(kernel: _kernel.Kernel, plan: _Plan, c: Tensor, w: Tensor) -
     if torch.is_grad_enabled() and (c.requires_grad or w.requires_grad):
         return _KernelFunction.apply(theta_rows, theta_shared, phi, kernel)
     z = c.new_empty(c.shape)
-    kernel.forward(
-        theta_rows,
-        _half_cos_sin(theta_rows),
-        _shared_table(theta_shared),
-        _phase_table(phi),
-        z,
-        None,
-        torch.get_num_threads(),
-    )
+    shared, phases = _shared_table(theta_shared), _phase_table(phi)
+    kernel.forward(z, shared, phases, row_cs=_half_cos_sin(theta_rows), threads=torch.get_num_threads())
     return z
 
 
@@ -173,7 +166,8 @@ class _KernelFunction(torch.autograd.Function):
         shared, phases = _shared_table(theta_shared), _phase_table(phi)
         z = theta_rows.new_empty(b, n)
         final = theta_rows.new_empty(b, 2, 2**n)
-        kernel.forward(None, _half_cos_sin(theta_rows), shared, phases, z, final, torch.get_num_threads())
+        row_cs = _half_cos_sin(theta_rows)
+        kernel.forward(z, shared, phases, row_cs=row_cs, final=final, threads=torch.get_num_threads())
         ctx.save_for_backward(theta_rows, shared, phases, final)
         ctx.kernel = kernel
         return z
@@ -674,8 +668,8 @@ FROZEN_MAX_BYTES = 2**21
 _FROZEN_ROW_MATRIX_FLOATS = {"kron": 2**24, "gather": 2**18}
 
 
-# Up to this many rows FrozenCircuit's kernel call takes its sines and cosines itself, in one thread (a
-# decoded token: torch's vectorised sin/cos and a thread team cost more than they save).
+# Up to this many rows FrozenCircuit's kernel call adds the layer offsets and takes the sines and cosines
+# itself, in one thread (a decoded token: torch's vectorised ops and a thread team cost more than they save).
 _KERNEL_INLINE_ROWS = 8
 
 
@@ -715,8 +709,8 @@ class FrozenCircuit:
         self.kernel = _compiled(n, weights.device)
         if self.kernel is not None:  # one call per input: the kernel's weight tables, built once
             with torch.inference_mode(False), torch.no_grad():
-                zero = self.w_rows.new_zeros(1, 1, n)
-                self.kernel_rows = torch.cat([zero, self.w_rows])  # (L, 1, n): theta_rows = c + this
+                zero = self.w_rows.new_zeros(1, n)
+                self.kernel_rows = torch.cat([zero, self.w_rows[:, 0]])  # (L, n): row angles c + this
                 self.kernel_shared = _shared_table(self.theta_shared)
                 self.kernel_phases = _phase_table(self.phi)
         self.dense = self.kernel is None and frozen_bytes(n, n_layers) <= FROZEN_MAX_BYTES
@@ -776,16 +770,16 @@ class FrozenCircuit:
         return (z if z.dtype == inputs.dtype else z.to(inputs.dtype)).view(inputs.shape)
 
     def _run_kernel(self, c: Tensor) -> Tensor:
-        """<Z_i> of rows ``c`` ``(B, n)`` by the compiled kernel: three torch calls and one kernel call."""
+        """<Z_i> of rows ``c`` ``(B, n)`` by the compiled kernel: one allocation and one kernel call."""
         rows = c.shape[0]
-        theta_rows = c.unsqueeze(0) + self.kernel_rows  # (L, B, n)
         z = c.new_empty(rows, self.n)
-        if rows <= _KERNEL_INLINE_ROWS:  # a decoded token: the kernel's own sin/cos, one thread
-            self.kernel.forward(theta_rows, None, self.kernel_shared, self.kernel_phases, z, None, 1)
+        if rows <= _KERNEL_INLINE_ROWS:  # a decoded token: the kernel adds the offsets and takes sin/cos
+            c = c if c.is_contiguous() else c.contiguous()
+            self.kernel.forward(z, self.kernel_shared, self.kernel_phases, theta=c, offsets=self.kernel_rows)
         else:
+            row_cs = _half_cos_sin(c.unsqueeze(0) + self.kernel_rows.unsqueeze(1))  # (L, B, n) each
             threads = torch.get_num_threads()
-            row_cs = _half_cos_sin(theta_rows)
-            self.kernel.forward(theta_rows, row_cs, self.kernel_shared, self.kernel_phases, z, None, threads)
+            self.kernel.forward(z, self.kernel_shared, self.kernel_phases, row_cs=row_cs, threads=threads)
         return z
 
     def _simulate(self, c: Tensor) -> Tensor:

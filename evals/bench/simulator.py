@@ -6,7 +6,12 @@ adapter does once per token: the fast exact simulator (``backend='fast'``) and P
 fastest PennyLane path for this workload). A step is one forward pass and one backward pass to the
 inputs and the weights. Reported: median step time over ``repeats`` timed steps after one warm-up
 step, the speed-up, the largest disagreement between the two (outputs, input gradients, weight
-gradients) and each backend's peak memory.
+gradients) and each backend's peak memory. Where the fast simulator runs its compiled kernel, its torch
+execution (``QTHA_KERNEL=torch``) is timed too, in alternation with it.
+
+Against the limit: ``fast_gflops`` is the circuit's arithmetic (:func:`circuit_flops`, what the kernel
+computes) per second of the fast step, next to ``matmul_gflops``, the rate of a float32 matmul
+``(rows, d) @ (d, d)`` with ``d = max(2^n, 256)`` timed in the same process on the same threads.
 
     qtha-eval bench simulator --qubits 8 --layers 8 --rows 4096 [--repeats 3] [--json] [--profile]
 """
@@ -19,6 +24,7 @@ import ctypes.util
 import gc
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -28,9 +34,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from quantum_adapters.circuit import execute, weight_shape
+from quantum_adapters import _kernel
+from quantum_adapters.circuit import execute
 
-__all__ = ["register", "run"]
+from . import check_bounds
+
+__all__ = ["circuit_flops", "register", "run"]
 
 _Step = Callable[[], tuple[Tensor, Tensor, Tensor]]
 
@@ -46,11 +55,10 @@ def run(
     sees: summed over thousands of rows, float32 rounding of the sum alone exceeds 1e-5),
     ``fast_peak_mb``/``pennylane_peak_mb`` (peak resident memory added by one step), and the sizes.
     """
-    weight_shape(qubits, layers)  # validates the sizes
-    if rows < 1 or repeats < 1:
-        raise ValueError(
-            f"bench simulator: expected rows >= 1 and repeats >= 1; got rows={rows}, repeats={repeats}"
-        )
+    check_bounds(
+        "simulator",
+        {"--qubits": (qubits, 2), "--layers": (layers, 1), "--rows": (rows, 1), "--repeats": (repeats, 1)},
+    )
     _check_memory_for_pennylane(qubits, layers, rows)
     gen = torch.Generator().manual_seed(seed)
     inputs = (torch.rand(rows, qubits, generator=gen) * 2 - 1) * math.pi  # (rows, n) float32 angles
@@ -67,22 +75,93 @@ def run(
         return once
 
     fast, penny = step("fast"), step("pennylane")
-    fast_s, fast_out = _median_time(fast, repeats)
+    compiled = _kernel.load() is not None
+    if compiled:  # the compiled kernel and the torch ops it replaces, alternately
+        (fast_s, torch_s), (fast_out, _) = _median_times([fast, _torch_ops(fast)], repeats)
+    else:
+        (fast_s,), (fast_out,) = _median_times([fast], repeats)
+        torch_s = fast_s
     penny_s, penny_out = _median_time(penny, repeats)
     diffs = [(a - b).abs().max().item() for a, b in zip(fast_out[:2], penny_out[:2], strict=True)]
     diffs.append(((fast_out[2] - penny_out[2]) / rows).abs().max().item())
+    flops = circuit_flops(qubits, layers) * rows
     return {
         "qubits": float(qubits),
         "layers": float(layers),
         "rows": float(rows),
         "threads": float(torch.get_num_threads()),
+        "kernel": float(compiled),
         "fast_s": fast_s,
+        "torch_ops_s": torch_s,
+        "kernel_speedup": torch_s / fast_s,
         "pennylane_s": penny_s,
         "speedup": penny_s / fast_s,
         "max_abs_diff": max(diffs),
         "fast_peak_mb": _peak_mb(fast),
         "pennylane_peak_mb": _peak_mb(penny),
+        "gflop": flops / 1e9,
+        "fast_gflops": flops / fast_s / 1e9,
+        "matmul_gflops": _matmul_gflops(rows, max(2**qubits, 256), repeats),
     }
+
+
+def circuit_flops(qubits: int, layers: int) -> int:
+    """Floating-point operations of one row's forward + backward as the compiled kernel computes them.
+
+    A state is two planes of D = 2^n floats. An RY on one wire touches D/2 pairs in both planes at 6 flops
+    a pair (4 multiplies, 2 adds): 6D per wire; a ring phase is a complex multiply per amplitude, 6D.
+    Forward: 2L RY layers (L - 1 per-row, L + 1 shared, the first per-row one being the product state,
+    ~D) and 2L phases, so ``12 L (n + 1) D``. Backward un-computes psi and carries lambda (twice the
+    forward's gates) and adds every RY angle's gradient (8 flops a pair per wire: 4 n D per layer,
+    2L + 1 layers) and every phase's (4 D each, 2L of them).
+    """
+    d, n, ell = 2**qubits, qubits, layers
+    forward = 12 * ell * (n + 1) * d
+    return forward + 2 * forward + (2 * ell + 1) * 4 * n * d + 2 * ell * 4 * d
+
+
+def _torch_ops(fast: _Step) -> _Step:
+    """``fast`` run on the simulator's torch ops instead of its compiled kernel."""
+
+    def once() -> tuple[Tensor, Tensor, Tensor]:
+        saved = os.environ.get("QTHA_KERNEL")
+        os.environ["QTHA_KERNEL"] = "torch"
+        try:
+            return fast()
+        finally:
+            if saved is None:
+                del os.environ["QTHA_KERNEL"]
+            else:
+                os.environ["QTHA_KERNEL"] = saved
+
+    return once
+
+
+def _median_times(
+    steps: list[_Step], repeats: int
+) -> tuple[list[float], list[tuple[Tensor, Tensor, Tensor]]]:
+    """Median seconds of each step, timed in alternation (one warm-up each), and each one's last output."""
+    outs = [step() for step in steps]
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for i, step in enumerate(steps):
+            start = time.perf_counter()
+            outs[i] = step()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times], outs
+
+
+def _matmul_gflops(rows: int, d: int, repeats: int) -> float:
+    """GFLOP/s of a float32 ``(rows, d) @ (d, d)`` matmul here, median over ``max(repeats, 5)`` timings."""
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(rows, d, generator=gen), torch.randn(d, d, generator=gen)
+    out = a @ b
+    times = []
+    for _ in range(max(repeats, 5)):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * rows * d * d / statistics.median(times) / 1e9
 
 
 # PennyLane's backprop keeps every intermediate state of the broadcast batch (complex128) for the
@@ -199,11 +278,20 @@ def _cmd(args: argparse.Namespace) -> int:
         f"median of {args.repeats} ({int(result['threads'])} torch threads)"
     )
     print(f"  {'backend':<34}{'time (s)':>10}{'peak (MB)':>12}")
-    print(f"  {'fast (exact torch simulator)':<34}{result['fast_s']:>10.4f}{result['fast_peak_mb']:>12.1f}")
+    fast_name = "fast (compiled kernel)" if result["kernel"] else "fast (torch ops, no compiler)"
+    print(f"  {fast_name:<34}{result['fast_s']:>10.4f}{result['fast_peak_mb']:>12.1f}")
+    if result["kernel"]:
+        print(f"  {'fast on torch ops (QTHA_KERNEL=torch)':<34}{result['torch_ops_s']:>10.4f}")
     print(
         f"  {'pennylane default.qubit (backprop)':<34}{result['pennylane_s']:>10.4f}{result['pennylane_peak_mb']:>12.1f}"
     )
     print(f"  speed-up {result['speedup']:.1f}x   max |fast - pennylane| {result['max_abs_diff']:.2e}")
+    if result["kernel"]:
+        print(f"  compiled kernel vs torch ops: {result['kernel_speedup']:.1f}x")
+    print(
+        f"  fast: {result['gflop']:.2f} GFLOP in {result['fast_s'] * 1000:.1f} ms = {result['fast_gflops']:.1f} GFLOP/s; "
+        f"float32 matmul here: {result['matmul_gflops']:.1f} GFLOP/s"
+    )
     return 0
 
 

@@ -5,6 +5,12 @@ fresh Python process so that its peak memory is its own: on CPU the peak residen
 (``ru_maxrss``) of that process, on CUDA ``torch.cuda.max_memory_allocated``. ``memory_ratio`` compares
 the peaks of the whole process (base model included, as a user sees it); ``increment_ratio`` compares
 only what training adds on top of the loaded model (activations, adapter, optimiser state).
+
+The circuit's share: after the timed steps the QTHA worker runs one more step under ``torch.profiler``
+and sums the wall time of the simulator's autograd function, forward and backward, over all adapted
+modules (``circuit_s``, ``circuit_share`` of that step's time); and it reads off the autograd graph what
+the circuits keep for backward (``circuit_saved_mb``, their saved tensors summed over modules, and
+``circuit_saved_share`` of the QTHA increment).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    circuit = _circuit_share(model, ids, opt) if args.method == "qtha" and args.variant != "AB" else {}
     out = {
         "method": args.method,
         "step_s": statistics.median(times),
@@ -81,7 +88,44 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     if device == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["increment_mb"] = out["peak_mb"]
-    return out
+    return out | circuit
+
+
+# the simulator's autograd functions (compiled kernel, torch ops): their profiler events and graph nodes
+_CIRCUIT_FUNCTIONS = ("_KernelFunction", "_CircuitFunction")
+
+
+def _circuit_share(model: Any, ids: Any, opt: Any) -> dict[str, float]:
+    """One more training step under torch.profiler: the wall seconds spent in the circuits (forward and
+    backward of the simulator's autograd function, every module), and the bytes they save for backward."""
+    from torch.profiler import ProfilerActivity, profile
+
+    names = {*_CIRCUIT_FUNCTIONS, *(f"{f}Backward" for f in _CIRCUIT_FUNCTIONS)}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        saved = _circuit_saved_bytes(loss.grad_fn)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step_s = time.perf_counter() - t0
+    circuit_s = sum(e.cpu_time_total for e in prof.key_averages() if e.key in names) / 1e6  # us -> s
+    return {"circuit_s": circuit_s, "profiled_step_s": step_s, "circuit_saved_mb": saved / 2**20}
+
+
+def _circuit_saved_bytes(root: Any) -> int:
+    """Bytes of the tensors the circuit nodes of an autograd graph saved for backward."""
+    backward_names = {f"{f}Backward" for f in _CIRCUIT_FUNCTIONS}
+    seen, stack, total = set(), [root], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in backward_names:
+            total += sum(t.numel() * t.element_size() for t in node.saved_tensors)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return total
 
 
 def _spawn(method: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -168,6 +212,18 @@ def run(
         "increment_ratio": qtha["increment_mb"] / max(lora["increment_mb"], 1e-9),
         "trainable_qtha": qtha["trainable"],
         "trainable_lora": lora["trainable"],
+        **_circuit_figures(qtha),
+    }
+
+
+def _circuit_figures(qtha: dict[str, Any]) -> dict[str, float]:
+    if "circuit_s" not in qtha:  # variant AB: no circuit
+        return {}
+    return {
+        "circuit_s": qtha["circuit_s"],
+        "circuit_share": qtha["circuit_s"] / qtha["profiled_step_s"],
+        "circuit_saved_mb": qtha["circuit_saved_mb"],
+        "circuit_saved_share": qtha["circuit_saved_mb"] / max(qtha["increment_mb"], 1e-9),
     }
 
 
@@ -201,6 +257,12 @@ def _cmd(args: argparse.Namespace) -> int:
         print(
             f"  ratio {result['ratio']:.2f}   memory_ratio {result['memory_ratio']:.2f}   increment_ratio {result['increment_ratio']:.2f}"
         )
+        if "circuit_s" in result:
+            print(
+                f"  circuits (forward + backward, {result['layers']} layers, all modules, one profiled step): "
+                f"{result['circuit_s']:.3f} s = {result['circuit_share']:.0%} of the step; they keep "
+                f"{result['circuit_saved_mb']:.0f} MB for backward = {result['circuit_saved_share']:.0%} of QTHA's increment"
+            )
     return 0
 
 

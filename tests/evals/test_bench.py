@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from evals.bench.simulator import circuit_flops
 from evals.cli import main as eval_main
 
 
@@ -31,6 +32,37 @@ def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_di
     assert result["step_s_qtha"] > 0 and result["step_s_lora"] > 0
     assert result["ratio"] == result["step_s_qtha"] / result["step_s_lora"]
     assert result["trainable_qtha"] > 0 and result["trainable_lora"] > 0 and result["peak_mb_qtha"] > 0
+    # the circuits' share of the step: time inside them, and the final states they keep (1 x 16 rows)
+    assert 0 < result["circuit_s"] and 0 < result["circuit_share"] < 1
+    n_modules = 2 * 2  # q_proj and v_proj of the tiny model's two decoder layers
+    assert result["circuit_saved_mb"] * 2**20 >= n_modules * 16 * 2 * 2**2 * 4  # (rows, 2, 2^r) float32
+    assert 0 < result["circuit_saved_share"] < 1
+
+
+def test_bench_simulator_reports_its_rate_next_to_the_matmul_rate(capsys):
+    args = [
+        "bench",
+        "simulator",
+        "--qubits",
+        "4",
+        "--layers",
+        "2",
+        "--rows",
+        "16",
+        "--repeats",
+        "1",
+        "--json",
+    ]
+    assert eval_main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["max_abs_diff"] < 1e-5
+    assert result["fast_gflops"] > 0 and result["matmul_gflops"] > 0 and result["torch_ops_s"] > 0
+    assert result["gflop"] == pytest.approx(16 * circuit_flops(4, 2) / 1e9)
+
+
+def test_circuit_flops_counts_the_kernels_arithmetic():
+    # n = 2, L = 1: forward 12 * 1 * 3 * 4 = 144; backward 288 + 3 RY layers x 4 * 2 * 4 + 2 phases x 16
+    assert circuit_flops(2, 1) == 144 + 288 + 96 + 32
 
 
 @pytest.mark.parametrize(
@@ -49,12 +81,17 @@ def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_di
         ("train-step", ["--r", "1"], "expected --r >= 2; got 1"),
         ("train-step", ["--warmup", "-1"], "expected --warmup >= 0; got -1"),
         ("train-step", ["--seq", "1"], "expected --seq >= 2; got 1"),
+        ("simulator", ["--qubits", "1"], "expected --qubits >= 2; got 1"),
+        ("simulator", ["--layers", "0"], "expected --layers >= 1; got 0"),
+        ("simulator", ["--rows", "0"], "expected --rows >= 1; got 0"),
+        ("simulator", ["--repeats", "0"], "expected --repeats >= 1; got 0"),
     ],
 )
 def test_benchmarks_refuse_bad_flags_before_loading_anything(
     tiny_chat_model_dir, capsys, command, args, message
 ):
-    assert eval_main(["bench", command, "--model", str(tiny_chat_model_dir), *args]) != 0
+    model = [] if command == "simulator" else ["--model", str(tiny_chat_model_dir)]
+    assert eval_main(["bench", command, *model, *args]) != 0
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
