@@ -175,7 +175,7 @@ class Scheduler:
     @property
     def running(self) -> int:
         """Rows in the running batches."""
-        return sum(len(b.rows) for b in self._batches.values())
+        return sum(len(b.rows) for b in list(self._batches.values()))
 
     @property
     def in_flight(self) -> int:
@@ -192,12 +192,15 @@ class Scheduler:
 
     # ---- the loop ---------------------------------------------------------------------------------
     def _loop(self) -> None:
+        """Step until there is no work, then end (``submit`` starts a new thread): an idle engine holds
+        no thread, and an engine nobody references can be freed."""
         while True:
             with self._cond:
-                while not self._closed and not self._waiting and not self.running:
-                    self._cond.wait()
                 if self._closed:
                     self._shutdown()
+                    return
+                if not self._waiting and not self.running:
+                    self._thread = None
                     return
                 admitted = self._admitted = self._admit()
             try:
@@ -225,14 +228,14 @@ class Scheduler:
 
     def _admit(self) -> list[Request]:
         """Waiting requests that fit (first come, first served; called with ``_cond`` held)."""
+        for req in [r for r in self._waiting if r.cancelled()]:
+            self._waiting.remove(req)
+            self._finish_unstarted(req)
         admitted: list[Request] = []
         rows = self.running
         widest = max((r.req.span for b in self._batches.values() for r in b.rows), default=0)
         while self._waiting and rows < self.max_rows:
             req = self._waiting[0]
-            if req.cancelled():
-                self._finish_unstarted(self._waiting.pop(0))
-                continue
             span = max(widest, req.span)
             if rows and (rows + 1) * span > self.max_batch_tokens:
                 break  # waits for rows to leave; alone it always runs
@@ -411,22 +414,22 @@ class Scheduler:
         """Remove ``leaving`` from the batch (their final result goes out) and trim unused padding."""
         if not leaving:
             return
-        for row in leaving:
-            row.finish = reason or row.finish
-            self._final(row)
         keep = [i for i, r in enumerate(batch.rows) if r not in leaving]
         batch.rows = [batch.rows[i] for i in keep]
         if not batch.rows:
             self._batches.pop(id(batch.model), None)
-            return
-        index = torch.tensor(keep, device=self.device)
-        batch.cache.batch_select_indices(index)
-        batch.mask = batch.mask[index]
-        unused = int((~batch.mask).all(dim=0).long().cumprod(0).sum())  # leading all-padding columns
-        if unused:
-            batch.mask = batch.mask[:, unused:]
-            for layer in batch.cache.layers:
-                layer.keys, layer.values = layer.keys[..., unused:, :], layer.values[..., unused:, :]
+        else:
+            index = torch.tensor(keep, device=self.device)
+            batch.cache.batch_select_indices(index)
+            batch.mask = batch.mask[index]
+            unused = int((~batch.mask).all(dim=0).long().cumprod(0).sum())  # leading all-padding columns
+            if unused:
+                batch.mask = batch.mask[:, unused:]
+                for layer in batch.cache.layers:
+                    layer.keys, layer.values = layer.keys[..., unused:, :], layer.values[..., unused:, :]
+        for row in leaving:  # results go out once the rows have left (a caller may count rows next)
+            row.finish = reason or row.finish
+            self._final(row)
 
 
 def _left_pad(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
