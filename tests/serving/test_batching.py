@@ -54,6 +54,57 @@ def _reset(engine: Engine) -> None:
     engine.scheduler.max_rows_seen = 0
 
 
+def test_a_request_alone_decodes_what_transformers_generate_decodes(engine):
+    """The scheduler against the library's own loop (the engine's path before batching), token for
+    token, for an adapter and the base."""
+    from transformers import LogitsProcessorList
+
+    from serving.batching import _Penalties
+
+    for adapter in ("math", BASE):
+        ids = engine.prompt_ids(PROMPTS[1], adapter)
+        with engine._use(adapter) as model, torch.inference_mode():
+            out = model.generate(
+                input_ids=torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=12,
+                do_sample=False,
+                logits_processor=LogitsProcessorList(
+                    [_Penalties(len(ids), **{"frequency": 1.0, "presence": 0})]
+                ),
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
+        expected = engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+        got = engine.generate(PROMPTS[1], adapter, max_tokens=12, **VARIED)
+        assert (got.text, got.completion_tokens) == (expected, out.shape[1] - len(ids))
+
+
+def test_batched_logits_equal_a_full_forward_of_each_sequence(engine, monkeypatch):
+    """Cache merges, left padding, per-row positions and mixed adapters checked at the logits: every
+    step's logits of every row equal one uncached forward of that row's tokens with its adapter."""
+    seen: dict[int, tuple] = {}
+    sample = engine.scheduler._sample
+
+    def record(rows, logits):
+        for i, row in enumerate(rows):
+            seen.setdefault(id(row.req), (row, []))[1].append(logits[i].clone())
+        sample(rows, logits)
+
+    monkeypatch.setattr(engine.scheduler, "_sample", record)
+    adapters = ["counseling", BASE, "math", "counseling"]
+    calls = [
+        {"messages": p, "adapter": a, "max_tokens": n}
+        for p, a, n in zip(PROMPTS, adapters, [6, 9, 4, 7], strict=True)
+    ]
+    _together(engine, calls)
+    assert len(seen) == len(calls)
+    for row, logits in seen.values():
+        fed = row.req.ids + row.tokens[:-1]  # every token that went through the model
+        with engine._use(row.req.adapter) as model, torch.inference_mode():
+            full = model(input_ids=torch.tensor([fed])).logits[0, len(row.req.ids) - 1 :].float()
+        torch.testing.assert_close(torch.stack(logits), full, atol=2e-5, rtol=1e-4)
+
+
 def test_greedy_batched_equals_greedy_alone(engine):
     calls = [{"messages": p, "adapter": "math", "max_tokens": 12, **VARIED} for p in PROMPTS]
     alone = [engine.generate(**c) for c in calls]
