@@ -256,7 +256,7 @@ def _device_estimate(
     circuits = n_circuits * (train_tokens * per_token + evals * dev_tokens)
     shots = "exact" if cfg.shots is None else f"{cfg.shots:,} shots each, {circuits * cfg.shots:,} shots"
     explain = (
-        f"{n_circuits} circuits x ({train_tokens:,} training tokens x {per_token} parameter-shift circuits "
+        f"{n_circuits} adapted module(s) x ({train_tokens:,} training tokens x {per_token} parameter-shift circuits "
         f"+ {evals} dev passes x {dev_tokens:,} tokens) = {circuits:,} circuits, {shots}"
     )
     return {"circuits": circuits, "per_token": per_token, "train_tokens": train_tokens, "explain": explain}

@@ -7,8 +7,15 @@ Exact devices should agree to float precision (``default.qubit`` within 1e-5); w
 carries a standard error of about ``sqrt(1 - z^2) / sqrt(S)`` (at 20,000 shots the largest gap over a
 few hundred values stays well within 0.05).
 
+With shots, ``max_z`` is the largest gap in standard errors (``|diff| / sqrt((1 - z^2) / S)``, z the exact
+value): parity within shot noise means it stays near what the largest of ``rows x qubits`` standard normal
+draws would be (about 3 to 4). ``--qasm3`` also loads the circuit's OpenQASM 3 export (the ``circuit.qasm``
+of artifacts) with ``qiskit.qasm3.loads`` and compares its statevector <Z_i> on the same rows
+(``qasm3_max_abs_diff``; needs the ``quantum`` extra).
+
     qtha-eval bench device --device default.qubit --json
     qtha-eval bench device --device default.mixed --shots 20000
+    qtha-eval bench device --device qiskit.aer --shots 20000 --rows 32 --noise-backend FakeManilaV2 --qasm3
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ def run(
     layers: int = 2,
     rows: int = 64,
     seed: int = 0,
+    noise_backend: str | None = None,
+    qasm3: bool = False,
 ) -> dict[str, Any]:
     """Run the fixed inputs on ``device`` and the fast simulator; return the gap, circuits and seconds."""
     import torch
@@ -43,16 +52,17 @@ def run(
     weights = torch.rand(weight_shape(qubits, layers), generator=generator, dtype=torch.float64) * 2 * math.pi
     # float32 angles: what the device path sends (its cache keys are float32 bytes)
     inputs = ((torch.rand(rows, qubits, generator=generator) * 2 - 1) * math.pi).to(torch.float64)
-    with DeviceRunner(device, shots, progress=False) as runner:
+    with DeviceRunner(device, shots, progress=False, noise_backend=noise_backend) as runner:
         runner.check(qubits)
         t0 = time.perf_counter()
         with torch.no_grad():
             got = runner(inputs, weights)
         seconds = time.perf_counter() - t0
         stats = runner.summary()
-    reference = expvals(inputs, weights.float().double())
-    return {
+    reference = expvals(inputs.float().double(), weights.float().double())
+    result: dict[str, Any] = {
         "device": device,
+        "noise_backend": noise_backend,
         "shots": shots,
         "qubits": qubits,
         "layers": layers,
@@ -63,18 +73,64 @@ def run(
         "jobs": stats["jobs"],
         "seconds": seconds,
     }
+    if shots is not None:
+        standard_error = torch.sqrt((1 - reference**2).clamp_min(1e-12) / shots)
+        result["max_z"] = float(((got - reference).abs() / standard_error).max())
+    if qasm3:
+        result["qasm3_max_abs_diff"] = _qasm3_gap(
+            inputs.float().double(), weights.float().double(), reference
+        )
+    return result
+
+
+def _qasm3_gap(inputs: Any, weights: Any, reference: Any) -> float:
+    """Largest |<Z_i>| gap between qiskit's statevector of the loaded OpenQASM 3 export and ``reference``."""
+    try:
+        import qiskit.qasm3
+        from qiskit.quantum_info import SparsePauliOp, Statevector
+    except ImportError as err:
+        raise ValueError("--qasm3 needs qiskit and qiskit-qasm3-import: pip install -e '.[quantum]'") from err
+    from quantum_adapters.circuit import to_qasm
+
+    circuit = qiskit.qasm3.loads(to_qasm(weights)).remove_final_measurements(inplace=False)
+    n = weights.shape[-1]
+    params = {p.name: p for p in circuit.parameters}  # the input angles c0 .. c{n-1}
+    observables = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], num_qubits=n) for i in range(n)]
+    gap = 0.0
+    for row, want in zip(inputs.tolist(), reference.tolist(), strict=True):
+        bound = circuit.assign_parameters({params[f"c{i}"]: row[i] for i in range(n)})
+        state = Statevector(bound)
+        got = [float(state.expectation_value(obs).real) for obs in observables]
+        gap = max(gap, max(abs(a - b) for a, b in zip(got, want, strict=True)))
+    return gap
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    result = run(args.device, args.shots, args.qubits, args.layers, args.rows, args.seed)
+    result = run(
+        args.device,
+        args.shots,
+        args.qubits,
+        args.layers,
+        args.rows,
+        args.seed,
+        args.noise_backend,
+        args.qasm3,
+    )
     if args.json:
         print(json.dumps(result))
         return 0
     shots = "exact" if result["shots"] is None else f"{result['shots']:,} shots"
+    noise = f", noise of {result['noise_backend']}" if result["noise_backend"] else ""
     print(
-        f"device {result['device']} ({shots}), {result['qubits']} qubits x {result['layers']} layers, "
+        f"device {result['device']} ({shots}{noise}), {result['qubits']} qubits x {result['layers']} layers, "
         f"{result['rows']} rows"
     )
+    if "max_z" in result:
+        print(f"  largest gap in standard errors of the shots: {result['max_z']:.2f}")
+    if "qasm3_max_abs_diff" in result:
+        print(
+            f"  OpenQASM 3 export via qiskit.qasm3.loads, statevector: max gap {result['qasm3_max_abs_diff']:.3g}"
+        )
     print(
         f"  max |device - fast simulator| {result['max_abs_diff']:.3g}  (mean {result['mean_abs_diff']:.3g})  "
         f"{result['circuits']} circuits in {result['jobs']} jobs, {result['seconds']:.2f} s"
@@ -93,5 +149,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--layers", type=int, default=2, help="circuit layers (default 2)")
     p.add_argument("--rows", type=int, default=64, help="input rows = circuits (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
+    p.add_argument(
+        "--noise-backend",
+        dest="noise_backend",
+        default=None,
+        help="with qiskit.aer: a fake IBM backend whose noise model Aer applies (e.g. FakeManilaV2)",
+    )
+    p.add_argument(
+        "--qasm3", action="store_true", help="also check the OpenQASM 3 export through qiskit.qasm3.loads"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object as the last line")
     p.set_defaults(func=_cmd)
