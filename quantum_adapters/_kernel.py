@@ -204,8 +204,36 @@ inline void row_angles(const T* theta, const T* offsets, const T* rc, const T* r
   }
 }
 
-// Per-row angles as in row_angles; shared_cs (L+1, 2, n) cos/sin of the shared half angles; phase_cs
-// (2L, 2, D) cos/sin of the ring phases. Writes z (B, n) and, unless null, final_state (B, 2, D).
+// One row's circuit: per-row angles as in row_angles, shared_cs (L+1, 2, n) cos/sin of the shared half
+// angles; leaves the final state in (re, im) and writes z (n).
+template <typename T, int W>
+inline void simulate_row(const Kernel<T, W>& k, const T* theta, const T* offsets, const T* rc, const T* rs,
+                         const T* shared_cs, int64_t b, int64_t B, typename Kernel<T, W>::V* re,
+                         typename Kernel<T, W>::V* im, T* z) {
+  const int n = k.n, L = k.L;
+  T c[32], s[32];
+  row_angles(theta, offsets, rc, rs, 0, b, B, n, c, s);
+  product_state(reinterpret_cast<T*>(re), c, s, n);
+  std::memset(static_cast<void*>(im), 0, sizeof(T) * k.D);
+  for (int l = 0; l < L; ++l) {
+    if (l > 0) {
+      row_angles(theta, offsets, rc, rs, l, b, B, n, c, s);
+      k.ry_layer(re, c, s, T(1));
+      k.ry_layer(im, c, s, T(1));
+    }
+    k.phase(re, im, 2 * l, T(1));
+    const T* sh = shared_cs + l * 2 * n;
+    k.ry_layer(re, sh, sh + n, T(1));
+    k.ry_layer(im, sh, sh + n, T(1));
+    k.phase(re, im, 2 * l + 1, T(1));
+  }
+  const T* sh = shared_cs + L * 2 * n;
+  k.ry_layer(re, sh, sh + n, T(1));
+  k.ry_layer(im, sh, sh + n, T(1));
+  k.readout(re, im, z);
+}
+
+// phase_cs (2L, 2, D) cos/sin of the ring phases. Writes z (B, n) and, unless null, final_state (B, 2, D).
 template <typename T, int W>
 void forward(int n, int L, int64_t B, const T* theta, const T* offsets, const T* rc, const T* rs,
              const T* shared_cs, const T* phase_cs, T* z, T* final_state, int threads) {
@@ -216,32 +244,50 @@ void forward(int n, int L, int64_t B, const T* theta, const T* offsets, const T*
   {
     Aligned buf(sizeof(V) * 2 * R);
     V *re = static_cast<V*>(buf.p), *im = re + R;
-    T c[32], s[32];
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
-      row_angles(theta, offsets, rc, rs, 0, b, B, n, c, s);
-      product_state(reinterpret_cast<T*>(re), c, s, n);
-      std::memset(static_cast<void*>(im), 0, sizeof(T) * D);
-      for (int l = 0; l < L; ++l) {
-        if (l > 0) {
-          row_angles(theta, offsets, rc, rs, l, b, B, n, c, s);
-          k.ry_layer(re, c, s, T(1));
-          k.ry_layer(im, c, s, T(1));
-        }
-        k.phase(re, im, 2 * l, T(1));
-        const T* sh = shared_cs + l * 2 * n;
-        k.ry_layer(re, sh, sh + n, T(1));
-        k.ry_layer(im, sh, sh + n, T(1));
-        k.phase(re, im, 2 * l + 1, T(1));
-      }
-      const T* sh = shared_cs + L * 2 * n;
-      k.ry_layer(re, sh, sh + n, T(1));
-      k.ry_layer(im, sh, sh + n, T(1));
+      simulate_row(k, theta, offsets, rc, rs, shared_cs, b, B, re, im, z + b * n);
       if (final_state) {
         std::memcpy(final_state + b * 2 * D, re, sizeof(T) * D);
         std::memcpy(final_state + b * 2 * D + D, im, sizeof(T) * D);
       }
-      k.readout(re, im, z + b * n);
+    }
+  }
+}
+
+// The decode form of a whole adapter on B rows: out[b] += c @ m_c + z(c) @ m_q with c = p_t x[b], z the
+// circuit's readout for input angles c (row angles c + offsets[l]). x (B, d_in) and out (B, d_out) rows
+// at strides ldx, ldo; p_t (n, d_in), m_c and m_q (n, d_out) row-major. One thread: a few rows.
+template <int W>
+void adapter_rows(int n, int L, int64_t B, int d_in, int d_out, const float* x, int64_t ldx,
+                  const float* p_t, const float* m_c, const float* m_q, const float* offsets,
+                  const float* shared_cs, const float* phase_cs, float* out, int64_t ldo) {
+  typedef typename Kernel<float, W>::V V;
+  const Kernel<float, W> k(n, L, phase_cs);
+  Aligned buf(sizeof(V) * 2 * k.R);
+  V *re = static_cast<V*>(buf.p), *im = re + k.R;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * ldx;
+    float c[32], z[32];
+    for (int i = 0; i < n; ++i) {  // c_i = p_t[i] . x_b, in 16 independent partial sums
+      const float* p = p_t + (int64_t)i * d_in;
+      float part[16] = {0};
+      int q = 0;
+      for (; q + 16 <= d_in; q += 16)
+        for (int t = 0; t < 16; ++t) part[t] += p[q + t] * xb[q + t];
+      float acc = 0;
+      for (; q < d_in; ++q) acc += p[q] * xb[q];
+      for (int t = 0; t < 16; ++t) acc += part[t];
+      c[i] = acc;
+    }
+    simulate_row(k, c, offsets, static_cast<const float*>(nullptr), static_cast<const float*>(nullptr),
+                 shared_cs, 0, 1, re, im, z);
+    float* ob = out + b * ldo;
+    for (int i = 0; i < n; ++i) {
+      const float ci = c[i], zi = z[i];
+      const float* mc = m_c + (int64_t)i * d_out;
+      const float* mq = m_q + (int64_t)i * d_out;
+      for (int j = 0; j < d_out; ++j) ob[j] += ci * mc[j] + zi * mq[j];
     }
   }
 }
@@ -352,7 +398,14 @@ extern "C" {
   }
 QTHA_EXPORT(float, f32)
 QTHA_EXPORT(double, f64)
-int qtha_kernel_version() { return 3; }
+void qtha_adapter_rows_f32(int n, int L, int64_t B, int d_in, int d_out, const float* x, int64_t ldx,
+                           const float* p_t, const float* m_c, const float* m_q, const float* offsets,
+                           const float* shared_cs, const float* phase_cs, float* out, int64_t ldo) {
+  if (n >= 4) adapter_rows<16>(n, L, B, d_in, d_out, x, ldx, p_t, m_c, m_q, offsets, shared_cs, phase_cs, out, ldo);
+  else if (n == 3) adapter_rows<8>(n, L, B, d_in, d_out, x, ldx, p_t, m_c, m_q, offsets, shared_cs, phase_cs, out, ldo);
+  else adapter_rows<4>(n, L, B, d_in, d_out, x, ldx, p_t, m_c, m_q, offsets, shared_cs, phase_cs, out, ldo);
+}
+int qtha_kernel_version() { return 4; }
 }
 """
 
@@ -376,6 +429,10 @@ class Kernel:
             bwd = getattr(lib, f"qtha_backward_{suffix}")
             bwd.argtypes = [i32, i32, i64, p, p, p, p, p, p, p, p, p, p, i32]
             bwd.restype = None
+        rows = lib.qtha_adapter_rows_f32
+        rows.argtypes = [i32, i32, i64, i32, i32, p, i64, p, p, p, p, p, p, p, i64]
+        rows.restype = None
+        self._adapter_rows = rows
         self._fwd = {torch.float32: lib.qtha_forward_f32, torch.float64: lib.qtha_forward_f64}
         self._bwd = {torch.float32: lib.qtha_backward_f32, torch.float64: lib.qtha_backward_f64}
 
@@ -414,6 +471,28 @@ class Kernel:
             z.data_ptr(),
             None if final is None else final.data_ptr(),
             threads,
+        )
+
+    def adapter_rows(self, n: int, n_layers: int, x: Tensor, pointers: tuple[int, ...], out: Tensor) -> None:
+        """``out += c @ M_c + z(c) @ M_q`` with ``c = x @ P``, for a few float32 rows (a decoded token).
+
+        ``x`` ``(B, d_in)`` and ``out`` ``(B, d_out)``: float32 with unit stride along a row. ``pointers``:
+        data pointers of ``P^T`` ``(n, d_in)``, ``M_c`` and ``M_q`` ``(n, d_out)``, the layer offsets
+        ``(L, n)``, ``shared_cs`` and ``phase_cs`` (:meth:`forward`), all contiguous float32 tensors that
+        the caller keeps alive.
+        """
+        b, d_in = x.shape
+        self._adapter_rows(
+            n,
+            n_layers,
+            b,
+            d_in,
+            out.shape[1],
+            x.data_ptr(),
+            x.stride(0),
+            *pointers,
+            out.data_ptr(),
+            out.stride(0),
         )
 
     def backward(

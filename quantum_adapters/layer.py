@@ -80,10 +80,15 @@ class QuantumCircuitLayer(nn.Module):
         self.execution = {k: v for k, v in execution.items() if v is not None}
 
     def forward(self, angles: torch.Tensor) -> torch.Tensor:
-        if self.backend == "fast" and not self.execution and not torch.is_grad_enabled():
-            return self._frozen()(angles)
+        if not torch.is_grad_enabled() and (frozen := self.inference_form()) is not None:
+            return frozen(angles)
         weights = self.weights if self.weights.dtype == angles.dtype else self.weights.to(angles.dtype)
         return execute(angles, weights, backend=self.backend, device=self.device_name, **self.execution)
+
+    def inference_form(self) -> FrozenCircuit | None:
+        """The frozen circuit ``forward`` runs without gradients, or None where it runs another execution
+        (another backend, shots, noise)."""
+        return self._frozen() if self.backend == "fast" and not self.execution else None
 
     def _frozen(self) -> FrozenCircuit:
         """The inference form of the circuit for the current weights (rebuilt when they change)."""
@@ -221,15 +226,21 @@ class QTHALinear(nn.Module, QTHALayer):
 
         one matmul, the circuit and two multiply-adds into ``result`` per token, instead of seven small
         maps (decoding runs one token at a time, where each map's call overhead costs more than its
-        arithmetic). P, M_c and M_q are rebuilt when a weight changes. Equal to ``result + delta`` up to
-        float32 rounding. ``x``: (..., d_in) float32; ``result``: the base output (..., d_out).
+        arithmetic). For the few rows of a decoded token, with the compiled circuit kernel, all of it is
+        one kernel call that adds the delta into a float32 ``result`` in place. P, M_c and M_q are
+        rebuilt when a weight changes. Equal to ``result + delta`` up to float32 rounding. ``x``:
+        (..., d_in) float32; ``result``: the base output (..., d_out), which this may overwrite.
         """
         p_t, m_c, m_q = self._folded(adapter)
         shape = result.shape
-        c = F.linear(x.reshape(-1, x.shape[-1]), p_t)  # (T, r) circuit input angles (x @ P, P stored as
-        # P^T: MKL multiplies a row by a tall, 4-wide matrix several times slower in that orientation)
-        acc = result.reshape(-1, shape[-1])
+        x2 = x.reshape(-1, x.shape[-1])  # (T, d_in)
+        acc = result.reshape(-1, shape[-1])  # (T, d_out)
         into = acc.dtype == torch.float32
+        if into and m_q is not None and (frozen := self.qtha_qnn[adapter].inference_form()) is not None:
+            if frozen.add_linear_rows(x2, p_t, m_c, m_q, acc):
+                return acc.view(shape)
+        c = F.linear(x2, p_t)  # (T, r) circuit input angles (x @ P, P stored as P^T: MKL multiplies
+        # a row by a tall, 4-wide matrix several times slower in that orientation)
         out = torch.addmm(acc, c, m_c) if into else c @ m_c  # (T, d_out), classical path
         if m_q is not None:
             out.addmm_(self.qtha_qnn[adapter](c), m_q)  # quantum path

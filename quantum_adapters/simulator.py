@@ -769,6 +769,29 @@ class FrozenCircuit:
             z = self._simulate(c)
         return (z if z.dtype == inputs.dtype else z.to(inputs.dtype)).view(inputs.shape)
 
+    def add_linear_rows(self, x: Tensor, p_t: Tensor, m_c: Tensor, m_q: Tensor, out: Tensor) -> bool:
+        """``out += c @ m_c + self(c) @ m_q`` with ``c = x @ p_t^T``, as one kernel call, for the few rows of
+        a decoded token (the layer's folded inference form: ``x`` ``(T, d_in)``, ``p_t`` ``(n, d_in)``,
+        ``m_c``/``m_q`` ``(n, d_out)``, ``out`` ``(T, d_out)``, all float32, the matrices contiguous).
+
+        Returns False, having written nothing, where that form does not apply (no kernel, float64
+        weights, more than a few rows, rows not of unit stride); the caller then runs the separate ops.
+        """
+        if (
+            self.kernel is None
+            or self.dtype != torch.float32
+            or x.shape[0] > _KERNEL_INLINE_ROWS
+            or x.dtype != torch.float32
+            or out.dtype != torch.float32
+            or x.stride(-1) != 1
+            or out.stride(-1) != 1
+        ):
+            return False
+        tables = (self.kernel_rows.data_ptr(), self.kernel_shared.data_ptr(), self.kernel_phases.data_ptr())
+        pointers = (p_t.data_ptr(), m_c.data_ptr(), m_q.data_ptr(), *tables)
+        self.kernel.adapter_rows(self.n, self.n_layers, x, pointers, out)
+        return True
+
     def _run_kernel(self, c: Tensor) -> Tensor:
         """<Z_i> of rows ``c`` ``(B, n)`` by the compiled kernel: one allocation and one kernel call."""
         rows = c.shape[0]

@@ -429,3 +429,36 @@ def test_kernel_is_cached_and_loads_in_a_fresh_process():
     x = torch.linspace(-3, 3, 12, dtype=torch.float64).reshape(3, 4)
     w = torch.linspace(0, 6, 32, dtype=torch.float64).reshape(2, 4, 4)
     assert abs(float(out.strip()) - _dense_expvals(x, w).sum().item()) < 1e-10
+
+
+@pytest.mark.parametrize("rows", [1, 3, 20])  # a decoded token, a few rows, a prompt (separate ops)
+def test_layer_inference_form_with_the_kernel_equals_the_differentiable_delta(execution, monkeypatch, rows):
+    """The layer's folded inference form (one kernel call per decoded row, separate ops for a prompt) equals
+    base + delta computed with gradients on, to float32 rounding."""
+    from torch import nn
+
+    from quantum_adapters import QTHAConfig
+    from quantum_adapters.layer import QTHALinear
+
+    torch.manual_seed(0)
+    layer = QTHALinear(nn.Linear(24, 20), "default", QTHAConfig(r=4, n_layers=3, dropout=0.0))
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if "qtha_" in name:
+                p.copy_(torch.randn_like(p) * 0.5)
+    layer.eval()
+    calls = []
+    original = simulator.FrozenCircuit.add_linear_rows
+
+    def spy(self, *args):
+        calls.append(original(self, *args))
+        return calls[-1]
+
+    monkeypatch.setattr(simulator.FrozenCircuit, "add_linear_rows", spy)
+    x = torch.randn(rows, 1, 24)
+    with torch.enable_grad():
+        reference = layer.base_layer(x) + layer.delta("default", x)
+    with torch.inference_mode():
+        fused = layer(x)
+    torch.testing.assert_close(fused, reference.detach(), rtol=1e-5, atol=1e-5)  # values up to ~40
+    assert calls == ([rows <= simulator._KERNEL_INLINE_ROWS] if execution == "kernel" else [False])
