@@ -1,7 +1,8 @@
 """OpenAI-compatible routes: thin translations between HTTP and :class:`serving.service.ChatService`.
 
     POST /v1/chat/completions   (stream: server-sent events, chat.completion.chunk, then [DONE])
-    GET  /v1/models
+    POST /v1/completions        (text completions: the prompt is answered as one user message)
+    GET  /v1/models, GET /v1/models/{id}
     GET  /health
 
 Admission (auth, rate limit, queue) happens here; one exception handler in ``app.py`` gives every
@@ -26,11 +27,15 @@ from .protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    CompletionRequest,
     ModelCard,
     ModelList,
+    TextChoice,
+    TextCompletion,
+    Usage,
 )
 from .security import Lease, QueueFull
-from .service import ChatResult, ChatService
+from .service import ChatResult, ChatService, UnknownModel
 
 __all__ = ["ApiError", "GenerationResponse", "router"]
 
@@ -102,15 +107,23 @@ def health(request: Request) -> dict[str, Any]:
     }
 
 
+def _card(request: Request, service: ChatService, name: str) -> ModelCard:
+    info = None if name == "auto" else service.engine.info(name)
+    return ModelCard(id=name, created=request.app.state.started, owned_by="qtha", qtha=info)
+
+
 @router.get("/v1/models", dependencies=[Depends(authenticate)])
 def list_models(request: Request) -> ModelList:
     service = _service(request)
-    created = request.app.state.started
-    cards = []
-    for name in service.model_names():
-        info = None if name == "auto" else service.engine.info(name)
-        cards.append(ModelCard(id=name, created=created, owned_by="qtha", qtha=info))
-    return ModelList(data=cards)
+    return ModelList(data=[_card(request, service, name) for name in service.model_names()])
+
+
+@router.get("/v1/models/{model_id}", dependencies=[Depends(authenticate)])
+def get_model(model_id: str, request: Request) -> ModelCard:
+    service = _service(request)
+    if model_id not in service.model_names():
+        raise UnknownModel(f"unknown model {model_id!r}; available: {', '.join(service.model_names())}")
+    return _card(request, service, model_id)
 
 
 def _messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
@@ -155,16 +168,56 @@ def _chunk(
     cid: str,
     created: int,
     model: str,
-    delta: dict[str, Any],
+    delta: dict[str, Any] | None,
     finish: str | None,
     extra: dict[str, Any] | None = None,
+    usage: Usage | None = None,
 ) -> str:
+    """One SSE event; ``delta=None`` gives the usage chunk (``choices: []``)."""
     chunk = ChatCompletionChunk(
         id=cid,
         created=created,
         model=model,
-        choices=[{"index": 0, "delta": delta, "finish_reason": finish}],
+        choices=[] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
         qtha=extra,
+        usage=usage,
+    )
+    return f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n"
+
+
+def _finish_reason(result: ChatResult) -> str:
+    return "stop" if result.finish_reason == "cancelled" else result.finish_reason
+
+
+def _text_completion(cid: str, created: int, result: ChatResult) -> dict[str, Any]:
+    payload = TextCompletion(
+        id=cid,
+        created=created,
+        model=result.adapter,
+        choices=[TextChoice(text=result.text, finish_reason=_finish_reason(result))],
+        usage=Usage.of(result.prompt_tokens, result.completion_tokens),
+        qtha=result.meta(),
+    )
+    return payload.model_dump(exclude_none=True)
+
+
+def _text_chunk(
+    cid: str,
+    created: int,
+    model: str,
+    text: str | None,
+    finish: str | None = None,
+    extra: dict[str, Any] | None = None,
+    usage: Usage | None = None,
+) -> str:
+    """One SSE event of a text completion; ``text=None`` gives the usage event (``choices: []``)."""
+    chunk = TextCompletion(
+        id=cid,
+        created=created,
+        model=model,
+        choices=[] if text is None else [TextChoice(text=text, finish_reason=finish)],
+        qtha=extra,
+        usage=usage,
     )
     return f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n"
 
@@ -177,8 +230,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     return GenerationResponse(service, body, messages, adapter, request.app.state)
 
 
+@router.post("/v1/completions", dependencies=[Depends(authenticate)])
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    """OpenAI's text completions: the prompt is answered as one user message (same safety checks)."""
+    service = _service(request)
+    messages = body.chat_messages
+    adapter, _, _ = service.choose(body.model, messages)
+    return GenerationResponse(service, body, messages, adapter, request.app.state)
+
+
 class GenerationResponse(Response):
-    """The answer to one chat completion, as an ASGI app that owns the request's generation slot.
+    """The answer to one chat or text completion, as an ASGI app that owns the request's generation slot.
 
     Everything that must happen exactly once happens in ``__call__``: the slot is leased there
     (429/503 before anything is sent), the generation thread is started there, and its ``finally``
@@ -195,7 +257,7 @@ class GenerationResponse(Response):
     def __init__(
         self,
         service: ChatService,
-        chat: ChatCompletionRequest,
+        chat: ChatCompletionRequest | CompletionRequest,
         messages: list[dict[str, str]],
         adapter: str,
         state: Any,
@@ -205,6 +267,9 @@ class GenerationResponse(Response):
         self.queue = state.queue
         self.timeout = float(state.settings.request_timeout_s)
         self.cancel = threading.Event()
+        self.text = isinstance(chat, CompletionRequest)  # a text completion, not a chat completion
+        self.id = f"cmpl-{uuid.uuid4().hex[:24]}" if self.text else f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
         self.background = None  # FastAPI reads it (and may set it); there are no background tasks here
 
     async def __call__(self, scope, receive, send) -> None:
@@ -309,7 +374,10 @@ class GenerationResponse(Response):
         result = work.result()
         if result is None:
             raise ApiError(500, "generation failed", "server_error", "internal_error")
-        await JSONResponse(_completion(self.chat, result))(scope, receive, send)
+        payload = (
+            _text_completion(self.id, self.created, result) if self.text else _completion(self.chat, result)
+        )
+        await JSONResponse(payload)(scope, receive, send)
 
     async def _stream(self, send, events: asyncio.Queue, gone: asyncio.Future, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -323,8 +391,6 @@ class GenerationResponse(Response):
                 ],
             }
         )
-        created = int(time.time())
-        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         first = True
         while not gone.done():
             try:
@@ -346,21 +412,41 @@ class GenerationResponse(Response):
                 await _send_text(send, f"data: {json.dumps(err)}\n\n")
                 break
             if isinstance(part, ChatResult):
-                finish = "stop" if part.finish_reason == "cancelled" else part.finish_reason
-                await _send_text(send, _chunk(cid, created, part.adapter, {}, finish, part.meta()))
+                for event in self._final_events(part):
+                    await _send_text(send, event)
                 continue
             if part is None:
                 continue
-            if first:
+            if first and not self.text:
                 await _send_text(
-                    send, _chunk(cid, created, self.adapter, {"role": "assistant", "content": ""}, None)
+                    send,
+                    _chunk(self.id, self.created, self.adapter, {"role": "assistant", "content": ""}, None),
                 )
-                first = False
-            await _send_text(send, _chunk(cid, created, self.adapter, {"content": part}, None))
+            first = False
+            await _send_text(send, self._delta_event(part))
         if gone.done():
             return  # the client has gone; the caller's finally stops the generation
         await _send_text(send, "data: [DONE]\n\n")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _delta_event(self, text: str) -> str:
+        if self.text:
+            return _text_chunk(self.id, self.created, self.adapter, text)
+        return _chunk(self.id, self.created, self.adapter, {"content": text}, None)
+
+    def _final_events(self, result: ChatResult) -> list[str]:
+        """The finish event (with the ``qtha`` block), then the usage event when it was asked for."""
+        finish, meta = _finish_reason(result), result.meta()
+        usage = Usage.of(result.prompt_tokens, result.completion_tokens)
+        if self.text:
+            events = [_text_chunk(self.id, self.created, result.adapter, "", finish, meta)]
+            if self.chat.include_usage:
+                events.append(_text_chunk(self.id, self.created, result.adapter, None, usage=usage))
+            return events
+        events = [_chunk(self.id, self.created, result.adapter, {}, finish, meta)]
+        if self.chat.include_usage:
+            events.append(_chunk(self.id, self.created, result.adapter, None, None, usage=usage))
+        return events
 
 
 _DONE = object()

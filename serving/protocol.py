@@ -24,6 +24,7 @@ __all__ = [
     "MAX_CONTENT_CHARS",
     "MAX_MESSAGES",
     "MAX_TOKENS_LIMIT",
+    "MIN_TEMPERATURE",
     "SSE_DONE",
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -31,6 +32,7 @@ __all__ = [
     "ChatMessage",
     "Choice",
     "ChunkChoice",
+    "CompletionRequest",
     "DeltaMessage",
     "ErrorDetail",
     "ErrorResponse",
@@ -39,6 +41,8 @@ __all__ = [
     "QthaInfo",
     "ResponseMessage",
     "StreamOptions",
+    "TextChoice",
+    "TextCompletion",
     "Usage",
     "describe_validation_errors",
     "new_completion_id",
@@ -48,6 +52,8 @@ MAX_CONTENT_CHARS = 32_000
 """Longest message content. The embedded models' context is a few thousand tokens; 32k characters
 leaves room for pasted text while bounding tokenisation work."""
 MAX_MESSAGES = 64
+MIN_TEMPERATURE = 1e-3
+"""Temperatures below this are greedy decoding (see `temperature`)."""
 MAX_TOKENS_LIMIT = 1024
 """Largest `max_tokens`: at ~14 tokens/s on CPU, 1024 tokens is over a minute of generation."""
 _MAX_STOP = 4
@@ -112,18 +118,19 @@ class StreamOptions(BaseModel):
     include_usage: Annotated[bool, Field(strict=True)] = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """Body of `POST /v1/chat/completions`. Unknown fields are ignored, as OpenAI does."""
+class _GenerationRequest(BaseModel):
+    """The fields chat and text completions share, with their bounds. Unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[str, Field(strict=True, min_length=1, max_length=_NAME_CHARS)] = "auto"
     """An adapter's name, 'base', or 'auto' (route by domain)."""
-    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] = 256
     """Most tokens to generate. `max_completion_tokens` (newer OpenAI clients) is accepted as an alias."""
     temperature: Annotated[float, Field(strict=True, ge=0.0, le=2.0)] = 0.7
-    """0 means greedy decoding."""
+    """0 means greedy decoding; so does anything below `MIN_TEMPERATURE` (stored as 0.0): dividing the
+    logits by a smaller number overflows to inf and sampling fails, and sampling that cold is greedy
+    in all but exact ties anyway."""
     top_p: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = 1.0
     frequency_penalty: Annotated[float, Field(strict=True, ge=-2.0, le=2.0)] = 0.0
     """OpenAI's: subtracted from a token's logit once per time it already occurs in the reply."""
@@ -175,6 +182,11 @@ class ChatCompletionRequest(BaseModel):
     def _stop_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_when_cold(cls, value: float) -> float:
+        return 0.0 if value < MIN_TEMPERATURE else value
+
     @property
     def stop_sequences(self) -> list[str]:
         """`stop` as a list (empty when None)."""
@@ -184,6 +196,56 @@ class ChatCompletionRequest(BaseModel):
     def include_usage(self) -> bool:
         """Whether a streamed response ends with a usage chunk."""
         return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ChatCompletionRequest(_GenerationRequest):
+    """Body of `POST /v1/chat/completions`. Unknown fields are ignored, as OpenAI does."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    tools: list[Any] | None = None
+    """Function calling is not supported: a non-empty list is refused (400) rather than ignored, so a
+    client never takes a plain reply for a decision not to call its tools."""
+    response_format: dict[str, Any] | None = None
+    """Only OpenAI's default `{"type": "text"}`; JSON modes are refused (400) rather than ignored."""
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
+        if value:
+            raise ValueError("function calling is not supported by this server; send no tools")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "text") != "text":
+            raise ValueError(
+                f"expected {{'type': 'text'}} (the only format served); got type {value.get('type')!r}"
+            )
+        return value
+
+
+class CompletionRequest(_GenerationRequest):
+    """Body of `POST /v1/completions` (OpenAI's text completions). The prompt is answered as one user
+    message of a chat, so it passes the same safety checks, routing and adapters as a chat does."""
+
+    prompt: (
+        Annotated[str, Field(strict=True, min_length=1, max_length=MAX_CONTENT_CHARS)]
+        | Annotated[
+            list[Annotated[str, Field(strict=True, min_length=1, max_length=MAX_CONTENT_CHARS)]],
+            Field(min_length=1, max_length=1),
+        ]
+    )
+    """A string, or a list of one string: one prompt per request is answered (as `n` is 1), and more
+    is an error rather than ignored."""
+    max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] = 16
+    """Most tokens to generate; 16 when not given, as OpenAI's text completions do."""
+
+    @property
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The prompt as the one user message it is answered as."""
+        text = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+        return [{"role": "user", "content": text}]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,6 +347,28 @@ class ChatCompletionChunk(BaseModel):
 
 
 SSE_DONE = "data: [DONE]\n\n"
+
+
+class TextChoice(BaseModel):
+    index: int = 0
+    text: str
+    logprobs: None = None
+    finish_reason: FinishReason | None = None
+
+
+class TextCompletion(BaseModel):
+    """Response of `POST /v1/completions`, and (with text deltas, `usage` only at the end) each of its
+    streamed events: OpenAI streams the same object, `choices: []` with `usage` last when
+    `stream_options.include_usage` is set."""
+
+    id: str = Field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=_now)
+    model: str
+    choices: list[TextChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+    qtha: QthaInfo | None = None
 
 
 class ModelCard(BaseModel):

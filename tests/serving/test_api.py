@@ -77,6 +77,14 @@ def test_completion_has_openai_shape_and_usage(client):
     assert body["qtha"]["adapter"] == "math" and body["qtha"]["routed"] is False
 
 
+def test_a_temperature_too_cold_to_sample_is_greedy(client):
+    # found by the fuzzer: 5e-324 divides the logits to inf, and sampling failed with a 500
+    cold = client.post("/v1/chat/completions", json=_chat("What is 2 + 5?", temperature=5e-324))
+    greedy = client.post("/v1/chat/completions", json=_chat("What is 2 + 5?", temperature=0))
+    assert cold.status_code == 200, cold.text
+    assert cold.json()["choices"][0]["message"] == greedy.json()["choices"][0]["message"]
+
+
 def test_streaming_is_server_sent_events(client):
     with client.stream(
         "POST", "/v1/chat/completions", json=_chat("Count to three", stream=True, temperature=0)

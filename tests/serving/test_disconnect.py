@@ -225,13 +225,17 @@ def test_lease_is_released_once_however_often_it_is_released():
 # ---------------------------------------------------------------------------------------------------
 
 DROPS_PER_STAGE = 50
-BURST = 12  # concurrent clients per burst, more than the queue holds (1 running + 8 waiting)
+BURST = 20  # concurrent clients per burst, more than the server holds (8 running + 8 waiting)
 
 
 @pytest.fixture(scope="module")
 def server(service):
     app = create_app(
-        Settings(api_keys=(KEY,), request_timeout_s=10, rate_limit_per_min=100_000), service=service, ui=False
+        Settings(
+            api_keys=(KEY,), max_concurrent=8, max_queue=8, request_timeout_s=10, rate_limit_per_min=100_000
+        ),
+        service=service,
+        ui=False,
     )
     with live_server(app) as live:
         yield live

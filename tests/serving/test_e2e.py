@@ -54,6 +54,82 @@ def test_openai_client_gets_answers_streamed_and_not(server):
     assert text == done.choices[0].message.content
 
 
+def test_openai_client_options(server):
+    import openai
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    ask = {"model": "math", "messages": [{"role": "user", "content": "2+2?"}], "temperature": 0}
+
+    chunks = list(
+        client.chat.completions.create(
+            **ask, max_tokens=6, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
+    assert (
+        chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+    )
+    assert all(c.usage is None for c in chunks[:-1]) and chunks[-2].choices[0].finish_reason in (
+        "stop",
+        "length",
+    )
+    plain = list(client.chat.completions.create(**ask, max_tokens=6, stream=True))
+    assert all(c.usage is None for c in plain)
+
+    card = client.models.retrieve("math")
+    assert card.id == "math" and card.object == "model"
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("gpt-17")
+    assert err.value.body["code"] == "model_not_found" and "available: auto" in err.value.body["message"]
+
+    short = client.chat.completions.create(**ask, max_completion_tokens=2)
+    assert short.usage.completion_tokens <= 2
+
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(**ask, max_tokens=2, tools=[tool])
+    assert err.value.body["param"] == "tools" and "not supported" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(**ask, max_tokens=2, response_format={"type": "json_object"})
+    assert err.value.body["param"] == "response_format"
+    assert client.chat.completions.create(**ask, max_tokens=2, response_format={"type": "text"}).choices
+
+
+def test_openai_client_text_completions(server):
+    import openai
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    done = client.completions.create(model="math", prompt="2+2?", max_tokens=5, temperature=0)
+    assert done.object == "text_completion" and done.id.startswith("cmpl-")
+    assert done.choices[0].finish_reason in ("stop", "length") and 1 <= done.usage.completion_tokens <= 5
+    same = client.completions.create(model="math", prompt=["2+2?"], max_tokens=5, temperature=0)
+    assert same.choices[0].text == done.choices[0].text
+
+    events = list(
+        client.completions.create(
+            model="math",
+            prompt="2+2?",
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(e.choices[0].text for e in events if e.choices) == done.choices[0].text
+    assert events[-1].choices == [] and events[-1].usage.completion_tokens == done.usage.completion_tokens
+
+    crisis = client.completions.create(model="math", prompt="I want to end my life tonight", max_tokens=5)
+    assert "988" in crisis.choices[0].text and crisis.usage.completion_tokens == 0
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="math", prompt=["one", "two"], max_tokens=2)
+    assert err.value.body["param"].startswith("prompt")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="math", prompt="hi", max_tokens=5000)
+    assert err.value.body["param"] == "max_tokens"
+
+
 def test_server_stays_healthy_under_bad_requests_and_a_flood(live):
     server = live.url
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -72,12 +148,12 @@ def test_server_stays_healthy_under_bad_requests_and_a_flood(live):
             == 400
         )
 
-        # A long generation holds the only slot (taken on the server's own loop), so the flood's
-        # outcome does not depend on how fast the tiny model is: 8 requests wait (max_queue), the
-        # other 6 are refused at once with 429, then all 8 are served.
+        # Long generations hold every slot (taken on the server's own loop), so the flood's outcome
+        # does not depend on how fast the tiny model is: 8 requests wait (max_queue), the other 6
+        # are refused at once with 429, then all 8 are served.
         queue = live.app.state.queue
         before = live.queue_stats()
-        lease = live.call(queue.lease())
+        leases = [live.call(queue.lease()) for _ in range(queue.max_concurrent)]
         codes: list[int] = []
 
         def one() -> None:
@@ -92,9 +168,10 @@ def test_server_stays_healthy_under_bad_requests_and_a_flood(live):
             t.start()
         deadline = time.monotonic() + 60
         while live.queue_stats()["rejected"] - before["rejected"] < 6 or live.queue_stats()["waiting"] < 8:
-            assert time.monotonic() < deadline, live.queue_stats()
+            assert time.monotonic() < deadline, (live.queue_stats(), codes)
             time.sleep(0.02)
-        live.loop.call_soon_threadsafe(lease.release)
+        for lease in leases:
+            live.loop.call_soon_threadsafe(lease.release)
         for t in threads:
             t.join(timeout=120)
         assert sorted(codes) == [200] * 8 + [429] * 6, codes

@@ -29,7 +29,13 @@ from serving.settings import Settings
 
 KEY = "fuzz-key-abcdef"
 SEED = 1507
-CASES = {("POST", "/v1/chat/completions"): 80, ("GET", "/v1/models"): 10, ("GET", "/health"): 10}
+CASES = {
+    ("POST", "/v1/chat/completions"): 80,
+    ("POST", "/v1/completions"): 40,
+    ("GET", "/v1/models/{model_id}"): 20,
+    ("GET", "/v1/models"): 5,
+    ("GET", "/health"): 5,
+}
 """Generated requests per operation; about half fit the schema, half break it."""
 MAX_TOKENS = 4
 """Generation is the slow part and not what is fuzzed: a valid max_tokens above this (or none, which

@@ -92,6 +92,9 @@ def test_defaults():
         ("messages", [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
         ("messages", "hello"),
         ("stream_options", {"include_usage": "yes"}),
+        ("tools", [{"type": "function", "function": {"name": "add"}}]),
+        ("response_format", {"type": "json_object"}),
+        ("response_format", {"type": "json_schema", "json_schema": {"name": "x"}}),
     ],
 )
 def test_out_of_range_field_is_rejected_and_named(field, value):
@@ -108,6 +111,8 @@ def test_bounds_accept_their_edges():
     )
     assert r.max_tokens == 1024 and r.temperature == 2.0 and isinstance(r.temperature, float)
     assert _req(max_tokens=1, temperature=0.0).temperature == 0.0
+    assert _req(temperature=5e-324).temperature == 0.0  # found by the fuzzer: logits / 5e-324 = inf
+    assert _req(temperature=0.01).temperature == 0.01
     r = _req(frequency_penalty=-2, presence_penalty=2.0)
     assert (r.frequency_penalty, r.presence_penalty) == (-2.0, 2.0)
     assert (_req().frequency_penalty, _req(presence_penalty=None).presence_penalty) == (0.0, 0.0)
@@ -117,7 +122,9 @@ def test_bounds_accept_their_edges():
 def test_extra_fields_are_ignored():
     r = _req(frequency_penalty=0.5, logit_bias={"1": 2}, tools=[], foo={"bar": 1})
     dumped = r.model_dump()
-    assert not {"logit_bias", "tools", "foo"} & dumped.keys()
+    assert not {"logit_bias", "foo"} & dumped.keys() and not r.tools  # no tools: nothing refused
+    assert _req(response_format={"type": "text"}).response_format == {"type": "text"}
+    assert _req(max_completion_tokens=7).max_tokens == 7
     assert dumped["frequency_penalty"] == 0.5
     msg = ChatCompletionRequest.model_validate(
         {"messages": [{"role": "user", "content": "hi", "name": "bob"}]}
