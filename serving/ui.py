@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from .engine import BASE
+from .risk import CATEGORIES
 from .safety import AI_DISCLOSURE, crisis_resources
 from .service import AUTO, ChatResult, ChatService
 
@@ -42,6 +43,14 @@ def model_for_domain(service: ChatService, domain: str) -> str:
 UI_DECODING = {"max_tokens": 256, "temperature": 0.0, "frequency_penalty": 0.5}
 
 
+def _banner(safety: dict[str, Any], locale: str) -> str:
+    """The banner for a crisis: the resources of its risk category (and of the others it matched)."""
+    found = [safety.get("category"), *safety.get("categories", [])]
+    categories = list(dict.fromkeys(c for c in found if c in CATEGORIES)) or ["suicide_self_harm"]
+    lines = " ".join(crisis_resources(locale, c) for c in categories)
+    return f"**If you are in danger, please reach out now:** {lines}"
+
+
 def build_ui(get_service: Callable[[], ChatService], locale: str = "US") -> gr.Blocks:
     """The page; ``get_service`` returns the running service (it is created in the app's lifespan)."""
 
@@ -64,10 +73,8 @@ def build_ui(get_service: Callable[[], ChatService], locale: str = "US") -> gr.B
             if isinstance(part, ChatResult):
                 routed = " (chosen automatically)" if part.routed else ""
                 answered = f"Answered by **{part.adapter}**{routed}."
-                crisis = bool(part.safety.get("crisis"))
                 banner = gr.update(
-                    value=f"**If you are in danger or thinking about suicide:** {crisis_resources(locale)}",
-                    visible=crisis,
+                    value=_banner(part.safety, locale), visible=bool(part.safety.get("crisis"))
                 )
                 yield history, "", answered, banner
             else:
