@@ -68,7 +68,10 @@ class Request:
     """One chat completion as the scheduler sees it; results arrive on ``out``.
 
     ``out`` receives text deltas (``str``), then one final dict (``text``, ``completion_tokens``,
-    ``finish_reason``, ``seconds``), or an exception raised while serving it."""
+    ``finish_reason``, ``seconds``, ``logprobs``), or an exception raised while serving it. With
+    ``logprobs`` = k (not None), ``logprobs`` is one ``(token id, logprob, [(id, logprob)] * k)`` per
+    sampled token: the log-softmax of the scores the token was drawn from (after penalties, temperature
+    and top-p; greedy rows: after penalties); else None."""
 
     ids: list[int]
     adapter: str  # the engine's name: 'base' or an adapter
@@ -81,6 +84,7 @@ class Request:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     ignore_eos: bool = False  # benchmarks: decode exactly max_tokens tokens (EOS and stop strings ignored)
+    logprobs: int | None = None  # record each sampled token's logprob and this many top alternatives
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     abandoned: bool = False  # the reader went away (its iterator was closed)
 
@@ -107,6 +111,7 @@ class _Row:
     emitted: str = ""  # text put on the output queue
     text: str = ""  # reply text so far, cut at a stop string
     finish: str | None = None
+    logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -341,6 +346,11 @@ class Scheduler:
             else:
                 probs = torch.softmax(scores, dim=-1)
                 token = int(torch.multinomial(probs, 1, generator=row.generator))
+            if row.req.logprobs is not None:
+                logp = torch.log_softmax(scores[0], dim=-1)  # (V,)
+                top = torch.topk(logp, min(row.req.logprobs, logp.shape[-1]))
+                alternatives = list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+                row.logprobs.append((token, float(logp[token]), alternatives))
             row.tokens.append(token)
             self._emit(row, token)
 
@@ -380,6 +390,7 @@ class Scheduler:
                 "completion_tokens": len(row.tokens),
                 "finish_reason": row.finish,
                 "seconds": time.time() - row.t0,
+                "logprobs": row.logprobs if row.req.logprobs is not None else None,
             }
         )
 
