@@ -327,6 +327,8 @@ def plan(cfg: dict[str, Any], root: Path) -> tuple[list[Run], dict[tuple[str, st
                     chosen = min(done, key=lambda lr: losses[lr]) if len(done) == len(lrs) else None
                 best[(domain, pname, arm)] = chosen
                 for seed in seeds:
+                    if chosen is None and len(lrs) > 1 and seed == proto["sweep_seed"]:
+                        continue  # it will be the best lr's sweep run: already planned
                     if chosen is None:
                         values, needs = _values(cfg, domain, arm, lrs[0], seed, model)
                         values["lr"] = None
