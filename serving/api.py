@@ -12,6 +12,7 @@ error the same JSON shape.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import math
@@ -24,14 +25,19 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from .protocol import (
+    MAX_CHOICES,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChoiceLogprobs,
+    CompletionLogprobs,
     CompletionRequest,
     ModelCard,
     ModelList,
     TextChoice,
     TextCompletion,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 from .security import Lease, QueueFull
@@ -142,24 +148,66 @@ def _kwargs(body: ChatCompletionRequest) -> dict[str, Any]:
     }
 
 
-def _completion(body: ChatCompletionRequest, result: ChatResult) -> dict[str, Any]:
+_LOGPROB_FLOOR = -9999.0
+"""Reported for a token the sampler could not pick (top-p cut it: log 0), as OpenAI does; JSON has no
+-inf."""
+
+
+def _lp(value: float) -> float:
+    return max(float(value), _LOGPROB_FLOOR)
+
+
+def _chat_logprobs(result: ChatResult) -> ChoiceLogprobs | None:
+    """OpenAI's chat ``logprobs`` of one choice; None for a fixed reply or when none were asked for."""
+    if result.logprobs is None:
+        return None
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprob(
+                token=t.token,
+                logprob=_lp(t.logprob),
+                bytes=list(t.raw),
+                top_logprobs=[TopLogprob(token=a, logprob=_lp(lp), bytes=list(b)) for a, b, lp in t.top],
+            )
+            for t in result.logprobs
+        ]
+    )
+
+
+def _text_logprobs(result: ChatResult) -> CompletionLogprobs | None:
+    """The legacy text-completion ``logprobs`` of one choice (None as for chat)."""
+    if result.logprobs is None:
+        return None
+    return CompletionLogprobs(
+        tokens=[t.token for t in result.logprobs],
+        token_logprobs=[_lp(t.logprob) for t in result.logprobs],
+        top_logprobs=[{a: _lp(lp) for a, _, lp in t.top} for t in result.logprobs],
+        text_offset=[t.start for t in result.logprobs],
+    )
+
+
+def _usage(results: list[ChatResult], n: int) -> Usage:
+    """Prompt tokens counted once per prompt (each has ``n`` choices), completion tokens of every choice."""
+    prompt = sum(r.prompt_tokens for r in results[::n])
+    return Usage.of(prompt, sum(r.completion_tokens for r in results))
+
+
+def _completion(body: ChatCompletionRequest, results: list[ChatResult]) -> dict[str, Any]:
     payload = ChatCompletion(
-        id=result.id,
+        id=results[0].id,
         created=int(time.time()),
-        model=result.adapter,
+        model=results[0].adapter,
         choices=[
             {
-                "index": 0,
+                "index": i,
                 "message": {"role": "assistant", "content": result.text},
-                "finish_reason": result.finish_reason if result.finish_reason != "cancelled" else "stop",
+                "logprobs": _chat_logprobs(result),
+                "finish_reason": _finish_reason(result),
             }
+            for i, result in enumerate(results)
         ],
-        usage={
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-        },
-        qtha=result.meta(),
+        usage=_usage(results, body.n),
+        qtha=results[0].meta(),
     )
     return payload.model_dump(exclude_none=True)
 
@@ -172,13 +220,17 @@ def _chunk(
     finish: str | None,
     extra: dict[str, Any] | None = None,
     usage: Usage | None = None,
+    index: int = 0,
+    logprobs: ChoiceLogprobs | None = None,
 ) -> str:
     """One SSE event; ``delta=None`` gives the usage chunk (``choices: []``)."""
     chunk = ChatCompletionChunk(
         id=cid,
         created=created,
         model=model,
-        choices=[] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+        choices=[]
+        if delta is None
+        else [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         qtha=extra,
         usage=usage,
     )
@@ -189,14 +241,17 @@ def _finish_reason(result: ChatResult) -> str:
     return "stop" if result.finish_reason == "cancelled" else result.finish_reason
 
 
-def _text_completion(cid: str, created: int, result: ChatResult) -> dict[str, Any]:
+def _text_completion(cid: str, created: int, results: list[ChatResult], n: int) -> dict[str, Any]:
     payload = TextCompletion(
         id=cid,
         created=created,
-        model=result.adapter,
-        choices=[TextChoice(text=result.text, finish_reason=_finish_reason(result))],
-        usage=Usage.of(result.prompt_tokens, result.completion_tokens),
-        qtha=result.meta(),
+        model=results[0].adapter,
+        choices=[
+            TextChoice(index=i, text=r.text, logprobs=_text_logprobs(r), finish_reason=_finish_reason(r))
+            for i, r in enumerate(results)
+        ],
+        usage=_usage(results, n),
+        qtha=results[0].meta(),
     )
     return payload.model_dump(exclude_none=True)
 
@@ -209,13 +264,17 @@ def _text_chunk(
     finish: str | None = None,
     extra: dict[str, Any] | None = None,
     usage: Usage | None = None,
+    index: int = 0,
+    logprobs: CompletionLogprobs | None = None,
 ) -> str:
     """One SSE event of a text completion; ``text=None`` gives the usage event (``choices: []``)."""
     chunk = TextCompletion(
         id=cid,
         created=created,
         model=model,
-        choices=[] if text is None else [TextChoice(text=text, finish_reason=finish)],
+        choices=[]
+        if text is None
+        else [TextChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)],
         qtha=extra,
         usage=usage,
     )
@@ -226,17 +285,37 @@ def _text_chunk(
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     service = _service(request)
     messages = _messages(body)
+    _check_choices(body, 1, request.app.state.settings)
     adapter, _, _ = service.choose(body.model, messages)  # an unknown model fails before queueing
-    return GenerationResponse(service, body, messages, adapter, request.app.state)
+    return GenerationResponse(service, body, [messages], adapter, request.app.state)
 
 
 @router.post("/v1/completions", dependencies=[Depends(authenticate)])
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    """OpenAI's text completions: the prompt is answered as one user message (same safety checks)."""
+    """OpenAI's text completions: each prompt is answered as one user message (same safety checks)."""
     service = _service(request)
-    messages = body.chat_messages
-    adapter, _, _ = service.choose(body.model, messages)
-    return GenerationResponse(service, body, messages, adapter, request.app.state)
+    conversations = [[{"role": "user", "content": prompt}] for prompt in body.prompts]
+    _check_choices(body, len(conversations), request.app.state.settings)
+    adapter, _, _ = service.choose(body.model, conversations[0])
+    return GenerationResponse(service, body, conversations, adapter, request.app.state)
+
+
+def _check_choices(body: ChatCompletionRequest | CompletionRequest, prompts: int, settings: Any) -> None:
+    """400 (param ``n``) past ``MAX_CHOICES`` choices, or when the choices' tokens exceed the batch's
+    KV budget (``max_batch_tokens``), which they would share."""
+    choices = prompts * body.n
+    if choices > MAX_CHOICES:
+        raise ApiError(
+            400, f"n: {prompts} prompt(s) x n={body.n} is {choices} choices; at most {MAX_CHOICES}", param="n"
+        )
+    budget = int(settings.max_batch_tokens)
+    if choices * body.max_tokens > budget:
+        raise ApiError(
+            400,
+            f"n: {choices} choice(s) x max_tokens={body.max_tokens} = {choices * body.max_tokens} tokens, "
+            f"over this server's batch budget of {budget} (QTHA_MAX_BATCH_TOKENS); ask for fewer",
+            param="n",
+        )
 
 
 class GenerationResponse(Response):
@@ -252,18 +331,24 @@ class GenerationResponse(Response):
 
     A client that goes is noticed by one task reading ``receive`` for ``http.disconnect``, for both
     streamed and plain answers, so a plain answer nobody waits for is cancelled as well.
+
+    ``conversations``: one per prompt (a chat has one); each gets ``n`` choices, choice ``p * n + j``
+    being prompt p's j-th. They all hold this one slot and decode together in the engine's batch.
+    Streamed, every chunk names its choice (``index``); a choice's logprobs travel on its finish
+    chunk, covering the text released before it.
     """
 
     def __init__(
         self,
         service: ChatService,
         chat: ChatCompletionRequest | CompletionRequest,
-        messages: list[dict[str, str]],
+        conversations: list[list[dict[str, str]]],
         adapter: str,
         state: Any,
     ) -> None:
         # A Response subclass only so that FastAPI sends it as it is; everything is in __call__.
-        self.service, self.chat, self.messages, self.adapter = service, chat, messages, adapter
+        self.service, self.chat, self.conversations, self.adapter = service, chat, conversations, adapter
+        self.choices = len(conversations) * chat.n
         self.queue = state.queue
         self.timeout = float(state.settings.request_timeout_s)
         self.cancel = threading.Event()
@@ -335,9 +420,11 @@ class GenerationResponse(Response):
             return None
         return lease
 
-    def _produce(self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue) -> ChatResult | None:
-        """Worker thread: put the service's text deltas on ``events`` (streamed answers only) and
-        return its final ChatResult; an exception is logged and put on ``events``, then _DONE."""
+    def _produce(self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue) -> list[ChatResult] | None:
+        """Worker thread: put ``(choice index, text delta)`` (streamed answers only) and
+        ``(index, ChatResult)`` on ``events``; return every choice's ChatResult, or None when one
+        failed (the exception is logged and put on ``events``); then _DONE. Prompts after the first
+        run in threads of their own, so that all choices join the batch together."""
 
         def put(item: Any) -> None:
             try:
@@ -345,22 +432,41 @@ class GenerationResponse(Response):
             except RuntimeError:  # the loop has closed (server shut down): nobody is listening
                 pass
 
-        result = None
-        try:
-            for part in self.service.stream(
-                self.messages, self.chat.model, cancel=self.cancel, **_kwargs(self.chat)
+        n = self.chat.n
+        results: list[ChatResult | None] = [None] * self.choices
+
+        def run(p: int) -> None:
+            for i, part in self.service.stream_choices(
+                self.conversations[p],
+                self.chat.model,
+                n=n,
+                logprobs=self.chat.logprob_k,
+                cancel=self.cancel,
+                **_kwargs(self.chat),
             ):
                 if isinstance(part, ChatResult):
-                    result = part
+                    results[p * n + i] = part
+                    put((p * n + i, part))
                 elif self.chat.stream:
-                    put(part)
+                    put((p * n + i, part))
+
+        try:
+            if len(self.conversations) == 1:
+                run(0)
+            else:
+                with concurrent.futures.ThreadPoolExecutor(len(self.conversations)) as pool:
+                    for future in [pool.submit(run, p) for p in range(len(self.conversations))]:
+                        try:
+                            future.result()
+                        except Exception:
+                            self.cancel.set()  # one prompt failed: stop the others
+                            raise
         except Exception as exc:
             log.exception("generation failed")
             put(exc)
         finally:
-            put(result)
             put(_DONE)
-        return result
+        return None if any(r is None for r in results) else results  # type: ignore[return-value]
 
     async def _complete(
         self, scope, receive, send, work: asyncio.Future, gone: asyncio.Future, deadline: float
@@ -371,11 +477,13 @@ class GenerationResponse(Response):
             if gone in done:
                 return  # the client has gone: nobody to answer (the finally stops the generation)
             raise ApiError(504, f"generation took longer than {self.timeout:.0f}s", "server_error", "timeout")
-        result = work.result()
-        if result is None:
+        results = work.result()
+        if results is None:
             raise ApiError(500, "generation failed", "server_error", "internal_error")
         payload = (
-            _text_completion(self.id, self.created, result) if self.text else _completion(self.chat, result)
+            _text_completion(self.id, self.created, results, self.chat.n)
+            if self.text
+            else _completion(self.chat, results)
         )
         await JSONResponse(payload)(scope, receive, send)
 
@@ -391,7 +499,8 @@ class GenerationResponse(Response):
                 ],
             }
         )
-        first = True
+        started: set[int] = set()  # choices whose role chunk has gone out
+        finals: dict[int, ChatResult] = {}
         while not gone.done():
             try:
                 part = await asyncio.wait_for(events.get(), timeout=max(0.0, deadline - loop.time()))
@@ -411,42 +520,44 @@ class GenerationResponse(Response):
                 }
                 await _send_text(send, f"data: {json.dumps(err)}\n\n")
                 break
-            if isinstance(part, ChatResult):
-                for event in self._final_events(part):
-                    await _send_text(send, event)
+            index, item = part
+            if index not in started and not self.text:
+                role = {"role": "assistant", "content": ""}
+                await _send_text(send, _chunk(self.id, self.created, self.adapter, role, None, index=index))
+            started.add(index)
+            if isinstance(item, ChatResult):
+                finals[index] = item
+                await _send_text(send, self._finish_event(index, item))
+                if len(finals) == self.choices and self.chat.include_usage:
+                    await _send_text(send, self._usage_event(finals))
                 continue
-            if part is None:
-                continue
-            if first and not self.text:
-                await _send_text(
-                    send,
-                    _chunk(self.id, self.created, self.adapter, {"role": "assistant", "content": ""}, None),
-                )
-            first = False
-            await _send_text(send, self._delta_event(part))
+            await _send_text(send, self._delta_event(index, item))
         if gone.done():
             return  # the client has gone; the caller's finally stops the generation
         await _send_text(send, "data: [DONE]\n\n")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    def _delta_event(self, text: str) -> str:
+    def _delta_event(self, index: int, text: str) -> str:
         if self.text:
-            return _text_chunk(self.id, self.created, self.adapter, text)
-        return _chunk(self.id, self.created, self.adapter, {"content": text}, None)
+            return _text_chunk(self.id, self.created, self.adapter, text, index=index)
+        return _chunk(self.id, self.created, self.adapter, {"content": text}, None, index=index)
 
-    def _final_events(self, result: ChatResult) -> list[str]:
-        """The finish event (with the ``qtha`` block), then the usage event when it was asked for."""
+    def _finish_event(self, index: int, result: ChatResult) -> str:
+        """A choice's finish event, with the ``qtha`` block and the choice's logprobs."""
         finish, meta = _finish_reason(result), result.meta()
-        usage = Usage.of(result.prompt_tokens, result.completion_tokens)
         if self.text:
-            events = [_text_chunk(self.id, self.created, result.adapter, "", finish, meta)]
-            if self.chat.include_usage:
-                events.append(_text_chunk(self.id, self.created, result.adapter, None, usage=usage))
-            return events
-        events = [_chunk(self.id, self.created, result.adapter, {}, finish, meta)]
-        if self.chat.include_usage:
-            events.append(_chunk(self.id, self.created, result.adapter, None, None, usage=usage))
-        return events
+            logprobs = _text_logprobs(result)
+            return _text_chunk(self.id, self.created, result.adapter, "", finish, meta, None, index, logprobs)
+        logprobs = _chat_logprobs(result)
+        return _chunk(self.id, self.created, result.adapter, {}, finish, meta, None, index, logprobs)
+
+    def _usage_event(self, finals: dict[int, ChatResult]) -> str:
+        """The last event when ``include_usage`` was asked for: every choice's tokens, ``choices: []``."""
+        results = [finals[i] for i in range(self.choices)]
+        usage = _usage(results, self.chat.n)
+        if self.text:
+            return _text_chunk(self.id, self.created, results[0].adapter, None, usage=usage)
+        return _chunk(self.id, self.created, results[0].adapter, None, None, usage=usage)
 
 
 _DONE = object()

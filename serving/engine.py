@@ -18,10 +18,11 @@ tensors never require gradients, and every call runs under ``torch.inference_mod
 from __future__ import annotations
 
 import copy
+import queue
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,35 @@ from quantum_adapters.models import ModelSource, load_base_model
 
 from .batching import BASE_ROW, Request, Scheduler
 
-__all__ = ["BASE", "Engine", "Generation", "TokenScore"]
+__all__ = ["BASE", "MAX_CHOICES", "Engine", "Generation", "TokenLogprob", "TokenScore", "choice_seed"]
 
 BASE = "base"
+MAX_CHOICES = 8
+"""Most choices one call may ask for (``n``)."""
+
+
+def choice_seed(seed: int | None, index: int) -> int | None:
+    """The seed of choice ``index`` of a seeded request: ``seed`` itself for choice 0 (so ``n=1`` and the
+    first of ``n`` choices agree), a distinct 64-bit seed derived from it for the others."""
+    if seed is None or index == 0:
+        return seed
+    return (seed + index * 0x9E3779B97F4A7C15) % 2**64
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token with its logprob and the top alternatives at its position.
+
+    ``token`` is its text (undecodable partial UTF-8 shown as U+FFFD), ``raw`` its exact bytes, ``top``
+    ``(token, raw, logprob)`` best first; ``start``/``end`` are character offsets in the generated text
+    (a token ending inside a multi-byte character ends before it)."""
+
+    token: str
+    raw: bytes
+    logprob: float
+    top: list[tuple[str, bytes, float]]
+    start: int
+    end: int
 
 
 @dataclass
@@ -47,6 +74,8 @@ class Generation:
     finish_reason: str  # 'stop' | 'length' | 'cancelled'
     adapter: str
     seconds: float = 0.0
+    logprobs: list[TokenLogprob] | None = None
+    """Per generated token (EOS and other special tokens left out), when asked for."""
 
 
 @dataclass
@@ -91,6 +120,7 @@ class Engine:
         self._models: dict[str, Any] = {}  # peft type -> PeftModel
         self.adapters: dict[str, _Adapter] = {}
         self._lock = threading.RLock()
+        self._byte_decoder: dict[str, int] | None = None  # GPT-2's byte alphabet, for token bytes
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
         self.scheduler = Scheduler(
@@ -283,43 +313,132 @@ class Engine:
         ``frequency_penalty``/``presence_penalty``: OpenAI's repetition penalties
         (:class:`serving.batching._Penalties`);
         ``seed`` seeds this request's own generator, so it samples the same tokens in any batch."""
+        choices = self.stream_choices(
+            messages,
+            adapter,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+            cancel=cancel,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+        )
+        with closing(choices):  # closing this iterator closes the choices' (their rows leave)
+            for _, part in choices:
+                yield part
+
+    def stream_choices(
+        self,
+        messages: list[dict[str, str]],
+        adapter: str = BASE,
+        *,
+        n: int = 1,
+        logprobs: int | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+    ) -> Iterator[tuple[int, str | Generation]]:
+        """``n`` completions of one conversation, decoded together in the running batch: yield
+        ``(choice index, text delta)`` as they come, and ``(index, Generation)`` when a choice ends.
+
+        Choice i samples with ``choice_seed(seed, i)``, so a seeded call is repeatable and its choices
+        differ; greedy choices are identical. ``logprobs`` = k records every token's logprob and top k
+        (``Generation.logprobs``), from the distribution it was sampled from (:class:`Request`)."""
+        if not 1 <= n <= MAX_CHOICES:
+            raise ValueError(f"n: expected 1 <= n <= {MAX_CHOICES}; got {n!r}")
         if adapter != BASE:
             self._get(adapter)
         ids = self.prompt_ids(messages, adapter)
         stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
-        req = self.scheduler.submit(
-            Request(
-                ids,
-                adapter,
-                int(max_tokens),
-                float(temperature or 0.0),
-                float(top_p),
-                stops,
-                seed,
-                cancel,
-                float(frequency_penalty),
-                float(presence_penalty),
+        shared: queue.SimpleQueue = queue.SimpleQueue()
+        reqs = [
+            self.scheduler.submit(
+                Request(
+                    ids,
+                    adapter,
+                    int(max_tokens),
+                    float(temperature or 0.0),
+                    float(top_p),
+                    stops,
+                    choice_seed(seed, i),
+                    cancel,
+                    float(frequency_penalty),
+                    float(presence_penalty),
+                    logprobs=logprobs,
+                    out=_Tagged(shared, i),
+                )
             )
-        )
+            for i in range(n)
+        ]
         try:
-            while True:
-                item = req.out.get()
+            left = n
+            while left:
+                index, item = shared.get()
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, str):
-                    yield item
+                    yield index, item
                     continue
-                yield Generation(
-                    item["text"],
-                    len(ids),
-                    item["completion_tokens"],
-                    item["finish_reason"],
-                    adapter,
-                    item["seconds"],
+                left -= 1
+                raw = item.get("logprobs")
+                yield (
+                    index,
+                    Generation(
+                        item["text"],
+                        len(ids),
+                        item["completion_tokens"],
+                        item["finish_reason"],
+                        adapter,
+                        item["seconds"],
+                        None if logprobs is None else self._token_logprobs(raw or []),
+                    ),
                 )
-                return
         finally:
-            req.abandoned = True  # a reader that stops early frees its row at the next step
+            for req in reqs:
+                req.abandoned = True  # a reader that stops early frees its rows at the next step
+
+    def _token_logprobs(self, raw: list[tuple[int, float, list[tuple[int, float]]]]) -> list[TokenLogprob]:
+        """The scheduler's ``(id, logprob, top)`` records as :class:`TokenLogprob` (special tokens out)."""
+        special = set(self.tokenizer.all_special_ids) | self._eos_ids()
+        out: list[TokenLogprob] = []
+        done = b""
+        for token, logprob, top in raw:
+            if token in special:
+                continue
+            piece = self._token_bytes(token)
+            start = len(done.decode("utf-8", "ignore"))
+            done += piece
+            top_out = [
+                (self._token_bytes(t).decode("utf-8", "replace"), self._token_bytes(t), lp) for t, lp in top
+            ]
+            out.append(
+                TokenLogprob(
+                    piece.decode("utf-8", "replace"),
+                    piece,
+                    logprob,
+                    top_out,
+                    start,
+                    len(done.decode("utf-8", "ignore")),
+                )
+            )
+        return out
+
+    def _token_bytes(self, token: int) -> bytes:
+        """The exact bytes of one token: byte-level BPE pieces mapped back through GPT-2's byte alphabet
+        (so a token holding part of a multi-byte character keeps its bytes); other tokenizers: its text."""
+        if getattr(self, "_byte_decoder", None) is None:
+            self._byte_decoder = _byte_decoder()
+        piece = self.tokenizer.convert_ids_to_tokens(token)
+        if isinstance(piece, str) and piece and all(c in self._byte_decoder for c in piece):
+            return bytes(self._byte_decoder[c] for c in piece)
+        return self.tokenizer.decode([token], skip_special_tokens=True).encode("utf-8")
 
     def generate_batch(
         self,
@@ -384,3 +503,23 @@ class Engine:
                     TokenScore(float((nll[i] * valid[i]).sum()), int(valid[i].sum()), int(correct[i].sum()))
                 )
         return scores
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet inverted: the character standing for each byte -> the byte.
+    Printable Latin-1 bytes stand for themselves; the others (controls, space, ...) for chr(256 + k)."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    out = {chr(b): b for b in kept}
+    others = [b for b in range(256) if b not in out.values()]
+    out.update({chr(256 + k): b for k, b in enumerate(others)})
+    return out
+
+
+class _Tagged:
+    """A request's output queue that puts ``(index, item)`` on a queue shared by a call's choices."""
+
+    def __init__(self, shared: queue.SimpleQueue, index: int) -> None:
+        self.shared, self.index = shared, index
+
+    def put(self, item: Any) -> None:
+        self.shared.put((self.index, item))

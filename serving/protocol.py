@@ -21,9 +21,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 __all__ = [
+    "MAX_CHOICES",
+    "MAX_COMPLETION_LOGPROBS",
     "MAX_CONTENT_CHARS",
     "MAX_MESSAGES",
     "MAX_TOKENS_LIMIT",
+    "MAX_TOP_LOGPROBS",
     "MIN_TEMPERATURE",
     "SSE_DONE",
     "ChatCompletion",
@@ -31,7 +34,9 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "Choice",
+    "ChoiceLogprobs",
     "ChunkChoice",
+    "CompletionLogprobs",
     "CompletionRequest",
     "DeltaMessage",
     "ErrorDetail",
@@ -43,6 +48,8 @@ __all__ = [
     "StreamOptions",
     "TextChoice",
     "TextCompletion",
+    "TokenLogprob",
+    "TopLogprob",
     "Usage",
     "describe_validation_errors",
     "new_completion_id",
@@ -54,6 +61,12 @@ leaves room for pasted text while bounding tokenisation work."""
 MAX_MESSAGES = 64
 MIN_TEMPERATURE = 1e-3
 """Temperatures below this are greedy decoding (see `temperature`)."""
+MAX_CHOICES = 8
+"""Most choices one request may ask for (`n`, times the prompts of a text completion)."""
+MAX_TOP_LOGPROBS = 20
+"""Most alternatives per token for chat (`top_logprobs`), as OpenAI allows."""
+MAX_COMPLETION_LOGPROBS = 5
+"""Most alternatives per token for text completions (`logprobs`), as OpenAI allows."""
 MAX_TOKENS_LIMIT = 1024
 """Largest `max_tokens`: at ~14 tokens/s on CPU, 1024 tokens is over a minute of generation."""
 _MAX_STOP = 4
@@ -150,8 +163,9 @@ class _GenerationRequest(BaseModel):
     seed: Annotated[int, Field(strict=True, ge=-(2**63), le=2**64 - 1)] | None = None
     """Makes sampling repeatable (same seed, same request, same reply)."""
     user: Annotated[str, Field(max_length=256)] | None = None
-    n: Annotated[int, Field(strict=True, ge=1, le=1)] = 1
-    """Only one choice per request is generated; asking for more is an error rather than ignored."""
+    n: Annotated[int, Field(strict=True, ge=1, le=MAX_CHOICES)] = 1
+    """Choices to generate; they decode together in the running batch. With a `seed` choice i samples
+    with a seed derived from it (choice 0 with the seed itself); greedy choices are identical."""
 
     @model_validator(mode="before")
     @classmethod
@@ -193,6 +207,11 @@ class _GenerationRequest(BaseModel):
         return list(self.stop or [])
 
     @property
+    def logprob_k(self) -> int | None:
+        """Alternatives to report per token, or None when no logprobs are asked for."""
+        return None
+
+    @property
     def include_usage(self) -> bool:
         """Whether a streamed response ends with a usage chunk."""
         return self.stream_options is not None and self.stream_options.include_usage
@@ -207,6 +226,21 @@ class ChatCompletionRequest(_GenerationRequest):
     client never takes a plain reply for a decision not to call its tools."""
     response_format: dict[str, Any] | None = None
     """Only OpenAI's default `{"type": "text"}`; JSON modes are refused (400) rather than ignored."""
+    logprobs: Annotated[bool, Field(strict=True)] = False
+    """Report each generated token's logprob (`choices[i].logprobs.content`)."""
+    top_logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    """Alternatives per token (needs `logprobs: true`, as OpenAI does)."""
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, value: int | None, info: Any) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    @property
+    def logprob_k(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("tools")
     @classmethod
@@ -233,19 +267,28 @@ class CompletionRequest(_GenerationRequest):
         Annotated[str, Field(strict=True, min_length=1, max_length=MAX_CONTENT_CHARS)]
         | Annotated[
             list[Annotated[str, Field(strict=True, min_length=1, max_length=MAX_CONTENT_CHARS)]],
-            Field(min_length=1, max_length=1),
+            Field(min_length=1, max_length=MAX_CHOICES),
         ]
     )
-    """A string, or a list of one string: one prompt per request is answered (as `n` is 1), and more
-    is an error rather than ignored."""
+    """A string, or a list of strings: each prompt gets `n` choices (prompt p's choice j has index
+    p * n + j, as OpenAI numbers them); prompts x n is at most `MAX_CHOICES`."""
     max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] = 16
     """Most tokens to generate; 16 when not given, as OpenAI's text completions do."""
+    logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_COMPLETION_LOGPROBS)] | None = None
+    """Report each token's logprob and this many alternatives (`choices[i].logprobs`)."""
+
+    @property
+    def logprob_k(self) -> int | None:
+        return self.logprobs
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
     @property
     def chat_messages(self) -> list[dict[str, str]]:
-        """The prompt as the one user message it is answered as."""
-        text = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
-        return [{"role": "user", "content": text}]
+        """The first prompt as the one user message it is answered as."""
+        return [{"role": "user", "content": self.prompts[0]}]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,10 +329,37 @@ class ResponseMessage(BaseModel):
     refusal: str | None = None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    """The token's exact UTF-8 bytes (a token may hold part of a character)."""
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    """Chat `choices[i].logprobs`: one entry per generated token, with its top alternatives."""
+
+    content: list[TokenLogprob] | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """Text completions' `choices[i].logprobs` (OpenAI's legacy shape), one list entry per token."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+    """Character offset of each token in the choice's text."""
+
+
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason
 
 
@@ -320,7 +390,7 @@ class DeltaMessage(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 
@@ -352,7 +422,7 @@ SSE_DONE = "data: [DONE]\n\n"
 class TextChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 

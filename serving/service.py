@@ -19,10 +19,11 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import BASE, Engine
+from .engine import BASE, Engine, TokenLogprob
 from .safety import (
     AI_DISCLOSURE,
     COUNSELING_DOMAINS,
@@ -53,6 +54,11 @@ class ChatResult:
     finish_reason: str = "stop"
     route_scores: dict[str, float] = field(default_factory=dict)
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+    logprobs: list[TokenLogprob] | None = None
+    """When asked for: the generated tokens that reached the reply unchanged (the longest prefix the
+    safety filter let through as generated; the AI disclosure is not model text). None for a fixed
+    reply (crisis, declined request), which is not generated."""
+    ended: bool = field(default=False, repr=False)
 
     def meta(self) -> dict[str, Any]:
         """The ``qtha`` block of API responses: which adapter answered, why, and the safety verdict."""
@@ -130,10 +136,22 @@ class ChatService:
 
     # ---- completion -----------------------------------------------------------------------------
     def stream(
+        self, messages: list[dict[str, str]], model: str = AUTO, **kw: Any
+    ) -> Iterator[str | ChatResult]:
+        """Yield safe text deltas, then one final :class:`ChatResult` (one choice of
+        :meth:`stream_choices`, whose keyword arguments it takes)."""
+        choices = self.stream_choices(messages, model, n=1, **kw)
+        with closing(choices):
+            for _, part in choices:
+                yield part
+
+    def stream_choices(
         self,
         messages: list[dict[str, str]],
         model: str = AUTO,
         *,
+        n: int = 1,
+        logprobs: int | None = None,
         max_tokens: int = 256,
         temperature: float = 0.0,
         top_p: float = 1.0,
@@ -144,8 +162,10 @@ class ChatService:
         presence_penalty: float = 0.0,
         consent: bool = False,
         conversation_id: str | None = None,
-    ) -> Iterator[str | ChatResult]:
-        """Yield safe text deltas, then one final :class:`ChatResult`."""
+    ) -> Iterator[tuple[int, str | ChatResult]]:
+        """``n`` answers to one conversation: yield ``(choice index, safe text delta)``, and
+        ``(index, ChatResult)`` as each choice ends. The message is assessed (and a safety event
+        counted) once; every choice passes the streaming means filter and gets the disclosure."""
         adapter, routed, scores = self.choose(model, messages)
         domain = self.domain_of(adapter)
         assessment: SafetyAssessment = self.safety.assess(messages)
@@ -156,7 +176,10 @@ class ChatService:
                 self.chatlog.record_safety_event(
                     assessment.kind, assessment.matched, conversation_id, text=text, consent=consent
                 )
-        result = ChatResult("", adapter, routed, domain, assessment.as_dict(), route_scores=scores)
+        results = [
+            ChatResult("", adapter, routed, domain, assessment.as_dict(), route_scores=scores)
+            for _ in range(n)
+        ]
         # Crises are answered in every domain. Diagnosis and dosing requests are declined where the
         # model would otherwise advise on them (counselling, base); a math adapter answers its word
         # problems about pills or doses as arithmetic.
@@ -168,15 +191,20 @@ class ChatService:
                 if assessment.crisis
                 else self.safety.decline_reply(assessment.kind)
             )
-            result.text = text
-            result.safety["handled"] = "fixed_reply"
-            yield text
+            for i, result in enumerate(results):
+                result.text = text
+                result.safety["handled"] = "fixed_reply"
+                yield i, text
+                self._log_last(results, i, messages, consent, conversation_id)
+                yield i, result
         else:
-            check = StreamingFinalCheck()
-            final = None
-            for part in self.engine.stream(
+            checks = [StreamingFinalCheck() for _ in range(n)]
+            needs_disclosure = domain in COUNSELING_DOMAINS or assessment.kind is not None
+            generated = self.engine.stream_choices(
                 messages,
                 adapter,
+                n=n,
+                logprobs=logprobs,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 top_p=top_p,
@@ -185,29 +213,50 @@ class ChatService:
                 cancel=cancel,
                 frequency_penalty=frequency_penalty,
                 presence_penalty=presence_penalty,
-            ):
-                if isinstance(part, str):
-                    safe = check.feed(part)
-                    if safe:
-                        result.text += safe
-                        yield safe
-                else:
-                    final = part
-            extra = check.flush()
-            if check.removed:
-                self.counters.record("means_removed", check.removed)
-            needs_disclosure = domain in COUNSELING_DOMAINS or assessment.kind is not None
-            if needs_disclosure and AI_DISCLOSURE not in result.text + extra:
-                extra = extra.rstrip() + "\n\n" + AI_DISCLOSURE
-            if extra:
-                result.text += extra
-                yield extra
-            if final is not None:
-                result.prompt_tokens, result.completion_tokens = final.prompt_tokens, final.completion_tokens
-                result.finish_reason = final.finish_reason
-        if self.chatlog is not None and consent:
-            self.chatlog.record(conversation_id or result.id, messages, result.text, adapter, consent=True)
-        yield result
+            )
+            with closing(generated):
+                for i, part in generated:
+                    result, check = results[i], checks[i]
+                    if isinstance(part, str):
+                        safe = check.feed(part)
+                        if safe:
+                            result.text += safe
+                            yield i, safe
+                        continue
+                    extra = check.flush()
+                    if check.removed:
+                        self.counters.record("means_removed", check.removed)
+                    if needs_disclosure and AI_DISCLOSURE not in result.text + extra:
+                        extra = extra.rstrip() + "\n\n" + AI_DISCLOSURE
+                    if extra:
+                        result.text += extra
+                        yield i, extra
+                    result.prompt_tokens, result.completion_tokens = (
+                        part.prompt_tokens,
+                        part.completion_tokens,
+                    )
+                    result.finish_reason = part.finish_reason
+                    if part.logprobs is not None:
+                        kept = _common_prefix(result.text, part.text)
+                        result.logprobs = [t for t in part.logprobs if t.end <= kept]
+                    self._log_last(results, i, messages, consent, conversation_id)
+                    yield i, result
+
+    def _log_last(
+        self,
+        results: list[ChatResult],
+        index: int,
+        messages: list[dict[str, str]],
+        consent: bool,
+        conversation_id: str | None,
+    ) -> None:
+        """Once choice ``index`` has ended: when it is the last to end, log the conversation with the
+        first choice's reply (only with the operator's chat log and the user's consent)."""
+        results[index].ended = True
+        if self.chatlog is None or not consent or not all(r.ended for r in results):
+            return
+        first = results[0]
+        self.chatlog.record(conversation_id or first.id, messages, first.text, first.adapter, consent=True)
 
     def complete(self, messages: list[dict[str, str]], model: str = AUTO, **kw: Any) -> ChatResult:
         """Non-streaming: the final :class:`ChatResult`."""
@@ -216,3 +265,12 @@ class ChatService:
             last = part
         assert isinstance(last, ChatResult)
         return last
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

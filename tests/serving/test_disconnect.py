@@ -39,11 +39,11 @@ class RecordingService(ChatService):
         super().__init__(engine)
         self.finished: list[str] = []
 
-    def stream(self, *args, **kwargs):
-        for part in super().stream(*args, **kwargs):
+    def stream_choices(self, *args, **kwargs):
+        for index, part in super().stream_choices(*args, **kwargs):
             if isinstance(part, ChatResult):
                 self.finished.append(part.finish_reason)
-            yield part
+            yield index, part
 
 
 @pytest.fixture(scope="module")

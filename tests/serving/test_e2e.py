@@ -123,7 +123,7 @@ def test_openai_client_text_completions(server):
     crisis = client.completions.create(model="math", prompt="I want to end my life tonight", max_tokens=5)
     assert "988" in crisis.choices[0].text and crisis.usage.completion_tokens == 0
     with pytest.raises(openai.BadRequestError) as err:
-        client.completions.create(model="math", prompt=["one", "two"], max_tokens=2)
+        client.completions.create(model="math", prompt=["one"] * 9, max_tokens=2)
     assert err.value.body["param"].startswith("prompt")
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model="math", prompt="hi", max_tokens=5000)

@@ -82,7 +82,7 @@ def test_defaults():
         ("model", ""),
         ("model", "m" * 129),
         ("model", 3),
-        ("n", 2),
+        ("n", 9),
         ("messages", []),
         ("messages", USER * 65),
         ("messages", [{"role": "robot", "content": "hi"}]),
