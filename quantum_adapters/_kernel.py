@@ -12,15 +12,18 @@ staying in L1, with rows spread over threads (OpenMP, the runtime torch itself u
     psi <- exp(i phi[2l+1]) psi       reverse CRZ ring
     (after the last layer) psi <- RY(theta_shared[L]) psi,   z_i = <psi|Z_i|psi>
 
-An RY layer applies every high qubit (stride >= 8) as a vectorised pair loop and the three lowest qubits
-together as one 8x8 real matrix on each block of 8 amplitudes (2x2 pair loops over strides 1, 2, 4 do not
-vectorise). The backward pass is the adjoint method of :mod:`.simulator` (un-compute psi by inverse gates
-while carrying lambda; every gradient from the post-gate (psi, lambda)), so nothing per row is kept but
-the final state.
+A plane is held as rows of W = 16 amplitudes (8 or 4 below 4 qubits), one SIMD vector each (GCC vector
+extensions): an RY on one of the w lowest wires is a lane permutation (x -> x XOR 2^p), a multiply and a
+fused multiply-add per row; an RY on a higher wire rotates pairs of whole rows. A decoded token's whole
+adapter delta (``c = x @ P``, the circuit, ``c @ M_c + z @ M_q`` added into the output) is a third entry
+point, so decoding pays one foreign call per adapted module. The backward pass is the adjoint method of
+:mod:`.simulator` (un-compute psi by inverse gates while carrying lambda; every gradient from the
+post-gate (psi, lambda)), so nothing per row is kept but the final state; the shared gradients are summed
+per thread and then across threads.
 
 The source is compiled once per machine with the system C++ compiler (``$CXX``, else ``c++``) into a
 cache directory (``$QTHA_CACHE_DIR``, else ``~/.cache/qtha``), keyed by the source, the flags and the CPU,
-and loaded with ctypes (no Python headers, no torch headers: it builds in a few seconds). Where there is
+and loaded with ctypes (no Python or torch headers: it builds in 5-20 s, once). Where there is
 no compiler, or it fails, :func:`load` returns None and the simulator uses its torch path; setting
 ``QTHA_KERNEL=torch`` selects that path on purpose.
 """
@@ -409,8 +412,9 @@ int qtha_kernel_version() { return 4; }
 }
 """
 
-# Most qubits the kernel takes (its per-row angle buffers hold 32; the state 2 x 2^n floats per row).
-MAX_QUBITS = 20
+# Most qubits the kernel takes: its per-row buffers hold 32 angles, and its per-thread phase-gradient sums
+# (2L x 2^n floats) stay small up to here; wider circuits run on the torch simulator's chunked ops.
+MAX_QUBITS = 16
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-Wno-psabi"]
 _lock = threading.Lock()
 _loaded: dict[str, Kernel | None] = {}
