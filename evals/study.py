@@ -21,8 +21,8 @@ its last checkpoint. Every training run and every evaluation goes into the regis
 table per domain and protocol: mean and 95% CI over seeds, paired differences by seed, dev-loss curves,
 parameters, wall time) is built from the registry's entries, never from logs.
 
-    qtha-eval study --config configs/study.yaml --out runs/study --dry-run   # plan and budget only
-    qtha-eval study --config configs/study.yaml --out runs/study
+    qtha-eval study --config configs/study.yaml --out studies/v2 --dry-run   # plan and budget only
+    qtha-eval study --config configs/study.yaml --out studies/v2
 """
 
 from __future__ import annotations
@@ -647,6 +647,15 @@ def _execute(cfg: dict, root: Path, run: Run, reg: Any, progress: bool = True) -
     _atomic_json(folder / run.marker, payload)  # after the registry: a marker means it is recorded
 
 
+_STAGE_ORDER = {"base": 0, "sweep": 1, "final": 2, "base-accuracy": 3, "accuracy": 4}
+
+
+def _priority(run: Run) -> tuple[int, int]:
+    """Order of work: every arm's first seed (sweeps, then finals, then the math model's accuracy) before
+    the other seeds, so that a study stopped part-way already has one full table, with CIs over items."""
+    return (0 if run.seed in (None, 0) else 1, _STAGE_ORDER.get(run.stage, 5))
+
+
 def run_study(
     config: str, out: str, *, registry: str | None = None, dry_run: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -667,7 +676,7 @@ def run_study(
         # Sweeps first: the final runs' lr depends on them, so the plan is re-made as they finish.
         while True:
             runs, _ = plan(cfg, root)
-            todo = [r for r in runs if _runnable(root, r)]
+            todo = sorted((r for r in runs if _runnable(root, r)), key=_priority)
             if not todo:
                 break
             waiting = any(r.lr is None and not r.stage.startswith("base") for r in runs)

@@ -8,6 +8,7 @@ redone after a kill, where the report's numbers come from), not the figures.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -175,6 +176,7 @@ def test_study_arms_sweep_resume_and_report(
         run_study(path, str(out), progress=False)
     monkeypatch.setattr(recipe, "_after_step", None)
     killed = trained_folders[-1]
+    first_three = list(trained_folders)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob(f"runs/*/{MARKER}")}
     assert len(trained_folders) == 3 and len(finished) >= 2 and killed not in finished
     assert (out / "runs" / killed / "checkpoints").is_dir()
@@ -186,6 +188,9 @@ def test_study_arms_sweep_resume_and_report(
     assert trained_folders[0] == killed and len(trained_folders) == len(set(trained_folders))
     for name, mtime in finished.items():
         assert (out / "runs" / name / MARKER).stat().st_mtime_ns == mtime
+    # every arm's first seed is trained before any other seed (a part-way study has one full table)
+    order = [int(re.search(r"-s(\d+)-", f).group(1)) for f in first_three + trained_folders[1:]]
+    assert 1 in order and order == sorted(order)
     rows = [json.loads(x) for x in (out / "runs" / killed / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]  # resumed at step 2, not restarted
 
