@@ -15,10 +15,19 @@ from peft.config import PeftConfig
 from ._peft_type import QTHA_PEFT_TYPE
 from .mpo import mpo_shapes
 
-__all__ = ["BACKENDS", "VARIANTS", "QTHAConfig", "adapter_parameters", "default_bottleneck"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_TARGET_MODULES",
+    "VARIANTS",
+    "QTHAConfig",
+    "adapter_parameters",
+    "default_bottleneck",
+]
 
 VARIANTS = ("ABC", "AB", "BC")
 BACKENDS = ("fast", "pennylane")
+DEFAULT_TARGET_MODULES = ("q_proj", "v_proj")
+"""The reference's targets: the query and value projections of every decoder layer."""
 
 
 def default_bottleneck(d_in: int, d_out: int) -> int:
@@ -152,7 +161,7 @@ class QTHAConfig(PeftConfig):
         super().__post_init__()
         self.peft_type = QTHA_PEFT_TYPE
         if self.target_modules is None:
-            self.target_modules = ["q_proj", "v_proj"]
+            self.target_modules = list(DEFAULT_TARGET_MODULES)
         if isinstance(self.target_modules, (list, tuple, set)):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, (list, tuple)):
