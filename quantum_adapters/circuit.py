@@ -19,31 +19,32 @@ Conventions are PennyLane's: wire 0 is the most significant bit of a basis-state
 
 :func:`gates` is the single definition. The PennyLane QNode (``pennylane_backend``) loops over it; the
 fast simulator (``simulator``) fuses it into a few tensor operations and is tested equal to it;
-:func:`to_qasm` prints it; :func:`execute` picks an execution (exact and fast, PennyLane, or the
-evaluation-only noisy simulator and device runner that other modules provide).
+:func:`to_qasm` prints it. The executions import this module, never the reverse: :func:`check_weights`
+and :func:`check_inputs` are the argument checks they share, and :func:`.backends.execute` picks one of
+them by name (exact and fast, PennyLane, or the evaluation-only noisy simulator and device runner).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "ANSATZ",
-    "BACKENDS",
     "Gate",
+    "check_inputs",
+    "check_weights",
     "describe",
-    "execute",
     "gates",
+    "input_shape_error",
     "to_qasm",
     "weight_shape",
 ]
 
 ANSATZ = "qtha-reupload-crz-ring"
-BACKENDS = ("fast", "pennylane", "noisy", "device")
 
 # Rows of the weights tensor: which gate block of a layer each angle belongs to.
 _W_CRZ_FORWARD, _W_RY_FIRST, _W_CRZ_REVERSE, _W_RY_SECOND = 0, 1, 2, 3
@@ -129,7 +130,7 @@ def to_qasm(weights: Tensor, inputs: Tensor | None = None) -> str:
 
     Every qubit is measured into a classical register at the end.
     """
-    _check_weights(weights, "to_qasm(weights)")
+    check_weights(weights, "to_qasm(weights)")
     n_layers, _, n = weights.shape
     w = weights.detach().to("cpu", torch.float64)
     qasm3 = inputs is None
@@ -158,90 +159,14 @@ def to_qasm(weights: Tensor, inputs: Tensor | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def execute(
-    inputs: Tensor,
-    weights: Tensor,
-    backend: str = "fast",
-    device: str | None = None,
-    shots: int | None = None,
-    **options: Any,
-) -> Tensor:
-    """Run the circuit on every row of ``inputs``: ``(..., n)`` angles -> ``(..., n)`` values of <Z_i>.
-
-    Args:
-        inputs: ``(..., n)`` input angles, one circuit per row.
-        weights: ``(L, 4, n)`` trainable angles.
-        backend: how to run it (:data:`BACKENDS`):
-
-            * ``'fast'``: the exact batched torch simulator (:mod:`.simulator`), differentiable; what
-              training and serving use. Exact, so no ``shots``; ``device`` may only be None or
-              ``'default.qubit'`` (the simulator computes what that device would).
-            * ``'pennylane'``: a PennyLane QNode on ``device`` (default ``'default.qubit'``), exact or with
-              ``shots`` (:mod:`.pennylane_backend`).
-            * ``'noisy'``: the built-in noisy, sampling simulator (:func:`.noise.noisy_expvals`) with
-              ``shots`` and options ``noise`` (a name, spec or NoiseModel), ``seed``, ``chunk``; evaluation
-              only (no gradients).
-            * ``'device'``: jobs on a PennyLane device through a result-caching
-              :class:`.device.DeviceRunner`, given as option ``runner`` (its device and shots apply), or
-              built from ``device`` and ``shots``; evaluation only.
-        device: PennyLane device name, for ``'pennylane'`` and ``'device'``.
-        shots: measurement shots (``None`` = exact expectation values), for all but ``'fast'``.
-        options: backend-specific options, listed above.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"execute(backend): expected one of {list(BACKENDS)}; got {backend!r}")
-    allowed = {"fast": (), "pennylane": (), "noisy": ("noise", "seed", "chunk"), "device": ("runner",)}[
-        backend
-    ]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"execute(backend={backend!r}): expected options among {list(allowed)}; got {unknown}"
-        )
-    if backend == "fast":
-        if device not in (None, "default.qubit") or shots is not None:
-            raise ValueError(
-                "execute(backend='fast'): expected device=None and shots=None (the fast simulator is exact; "
-                f"use backend='pennylane' for devices and shots); got device={device!r}, shots={shots!r}"
-            )
-        from .simulator import expvals
-
-        return expvals(inputs, weights)
-    if backend == "pennylane":
-        from .pennylane_backend import expvals as pennylane_expvals
-
-        return pennylane_expvals(inputs, weights, device=device or "default.qubit", shots=shots)
-    if backend == "noisy":
-        if device is not None:
-            raise ValueError(
-                f"execute(backend='noisy'): expected device=None (a built-in simulator); got {device!r}"
-            )
-        from .noise import noisy_expvals
-
-        return noisy_expvals(inputs, weights, shots=shots, **options)
-    runner = options.get("runner")
-    if runner is None:
-        from .device import DeviceRunner
-
-        runner = DeviceRunner(device or "default.qubit", shots=shots, progress=False)
-    elif (device is not None and device != getattr(runner, "device", device)) or (
-        shots is not None and shots != getattr(runner, "shots", shots)
-    ):
-        raise ValueError(
-            f"execute(backend='device'): expected device and shots to match the runner's "
-            f"({getattr(runner, 'device', None)!r}, {getattr(runner, 'shots', None)!r}) or be None; "
-            f"got device={device!r}, shots={shots!r}"
-        )
-    return runner(inputs, weights)
-
-
 def _check_int(name: str, value: object, minimum: int, why: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum} ({why}); got {value!r}")
 
 
-def _check_weights(weights: object, where: str) -> None:
-    """Raise unless ``weights`` is a float tensor of shape ``(L, 4, n)`` with L >= 1, n >= 2."""
+def check_weights(weights: object, where: str) -> None:
+    """Raise unless ``weights`` is a float tensor of shape ``(L, 4, n)`` with L >= 1, n >= 2; ``where``
+    names the argument in the message (e.g. ``'simulator.expvals(weights)'``)."""
     if not isinstance(weights, Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor of shape (L, 4, n); got {type(weights).__name__}")
     shape = tuple(weights.shape)
@@ -249,3 +174,24 @@ def _check_weights(weights: object, where: str) -> None:
         raise ValueError(f"{where}: expected shape (L, 4, n) with L >= 1 and n >= 2; got {shape}")
     if not weights.is_floating_point():
         raise TypeError(f"{where}: expected a floating-point tensor; got dtype {weights.dtype}")
+
+
+def check_inputs(inputs: object, weights: object, where: str, floating: bool = False) -> tuple[int, int]:
+    """Check the arguments of an execution, ``where(inputs, weights)``; return ``(L, n)``.
+
+    ``weights`` as :func:`check_weights`; ``inputs`` a tensor of shape ``(..., n)`` (floating-point
+    too with ``floating``). Every execution calls this once per call, so the messages are the same.
+    """
+    check_weights(weights, f"{where}(weights)")
+    n_layers, _, n = weights.shape
+    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
+        raise input_shape_error(inputs, n, where)
+    if floating and not inputs.is_floating_point():
+        raise TypeError(f"{where}(inputs): expected a floating-point tensor; got dtype {inputs.dtype}")
+    return n_layers, n
+
+
+def input_shape_error(inputs: object, n: int, where: str) -> ValueError:
+    """The error for inputs that are not an ``(..., n)`` tensor (for callers that test the shape inline)."""
+    got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+    return ValueError(f"{where}(inputs): expected shape (..., {n}); got {got}")

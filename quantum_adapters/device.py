@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from . import pennylane_backend
-from .circuit import _check_weights
+from .circuit import check_inputs
 
 __all__ = ["DeviceRunner", "RunnerStats", "parameter_shift_circuits"]
 
@@ -174,11 +174,7 @@ class DeviceRunner:
         ).reshape(b, n)
 
     def __call__(self, inputs: Tensor, weights: Tensor) -> Tensor:
-        _check_weights(weights, "DeviceRunner(weights)")
-        n_layers, _, n = weights.shape
-        if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
-            got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-            raise ValueError(f"DeviceRunner(inputs): expected shape (..., {n}) to match weights; got {got}")
+        n_layers, n = check_inputs(inputs, weights, "DeviceRunner")
         rows = math.prod(inputs.shape[:-1])
         if rows == 0:
             return inputs.new_zeros(inputs.shape)

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from .circuit import execute, weight_shape
+from .backends import execute
+from .circuit import weight_shape
 from .config import QTHAConfig
 from .mpo import MPOLinear
 from .simulator import FrozenCircuit
@@ -62,7 +63,7 @@ class QuantumCircuitLayer(nn.Module):
         super().__init__()
         self.n_qubits, self.n_layers = n_qubits, n_layers
         self.backend, self.device_name = backend, device
-        self.execution: dict[str, Any] = {}  # extra options for circuit.execute (shots, noise, ...)
+        self.execution: dict[str, Any] = {}  # extra options for backends.execute (shots, noise, ...)
         self.weights = nn.Parameter(torch.empty(weight_shape(n_qubits, n_layers)))
         self.reset_parameters()
 

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .circuit import _check_weights, gates
+from .circuit import check_inputs, gates
 
 __all__ = ["IDEAL_READOUT", "NOISE_MODELS", "NoiseModel", "density_expvals", "noise_model", "noisy_expvals"]
 
@@ -205,15 +205,7 @@ def noisy_expvals(
         same exact values, differentiable: noise-aware training. Shots have no gradient: sampled calls
         must run under ``torch.no_grad()`` (or on tensors that do not require gradients).
     """
-    _check_weights(weights, "noisy_expvals(weights)")
-    n_layers, _, n = weights.shape
-    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
-        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(
-            f"noisy_expvals(inputs): expected shape (..., {n}) to match weights {tuple(weights.shape)}; got {got}"
-        )
-    if not inputs.is_floating_point():
-        raise TypeError(f"noisy_expvals(inputs): expected a floating-point tensor; got dtype {inputs.dtype}")
+    n_layers, n = check_inputs(inputs, weights, "noisy_expvals", floating=True)
     noise = noise_model(noise)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed: expected an integer; got {seed!r}")
@@ -267,15 +259,7 @@ def density_expvals(inputs: Tensor, weights: Tensor, noise: NoiseModel | str | N
     Returns:
         ``(..., n)`` values of <Z_i> after gate noise and readout error, with autograd's graph.
     """
-    _check_weights(weights, "density_expvals(weights)")
-    n_layers, _, n = weights.shape
-    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
-        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(f"density_expvals(inputs): expected shape (..., {n}) to match weights; got {got}")
-    if not inputs.is_floating_point():
-        raise TypeError(
-            f"density_expvals(inputs): expected a floating-point tensor; got dtype {inputs.dtype}"
-        )
+    n_layers, n = check_inputs(inputs, weights, "density_expvals", floating=True)
     noise = noise_model(noise)
     p1, p2 = (noise.p1, noise.p2) if noise is not None else (0.0, 0.0)
     lam1, lam2 = 1.0 - 4.0 * p1 / 3.0, 1.0 - 4.0 * p2 / 3.0

@@ -23,7 +23,7 @@ from importlib import metadata
 import torch
 from torch import Tensor
 
-from .circuit import _check_weights, gates
+from .circuit import check_inputs, gates
 from .noise import NoiseModel
 
 try:
@@ -106,11 +106,7 @@ def expvals(
     Returns:
         ``(..., n)`` tensor in ``inputs``' dtype, differentiable w.r.t. inputs and weights.
     """
-    _check_weights(weights, "pennylane_backend.expvals(weights)")
-    n_layers, _, n = weights.shape
-    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
-        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(f"pennylane_backend.expvals(inputs): expected shape (..., {n}); got {got}")
+    n_layers, n = check_inputs(inputs, weights, "pennylane_backend.expvals")
     if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
         raise ValueError(
             f"pennylane_backend.expvals(shots): expected None or a positive integer; got {shots!r}"
@@ -235,11 +231,7 @@ def mixed_expvals(inputs: Tensor, weights: Tensor, noise: NoiseModel | None = No
     Returns:
         ``(..., n)`` float64 exact expectation values (no shots).
     """
-    _check_weights(weights, "pennylane_backend.mixed_expvals(weights)")
-    n_layers, _, n = weights.shape
-    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
-        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(f"pennylane_backend.mixed_expvals(inputs): expected shape (..., {n}); got {got}")
+    n_layers, n = check_inputs(inputs, weights, "pennylane_backend.mixed_expvals")
     p1, p2 = (noise.p1, noise.p2) if noise is not None else (0.0, 0.0)
     readout = noise.readout if noise is not None else ((1.0, 0.0), (0.0, 1.0))
     gate_list = gates(n, n_layers)

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from . import _kernel
-from .circuit import _check_weights
+from .circuit import check_inputs, check_weights, input_shape_error
 
 __all__ = ["FROZEN_MAX_BYTES", "FrozenCircuit", "expvals", "frozen_bytes"]
 
@@ -82,17 +82,7 @@ def expvals(inputs: Tensor, weights: Tensor) -> Tensor:
         ``(..., n)`` values in [-1, 1]; float64 if ``inputs`` is float64, else float32 (cast back to
         ``inputs``' dtype for half precisions). Differentiable w.r.t. ``inputs`` and ``weights``.
     """
-    _check_weights(weights, "simulator.expvals(weights)")
-    n = weights.shape[2]
-    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[-1] != n:
-        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise ValueError(
-            f"simulator.expvals(inputs): expected shape (..., {n}) to match weights {tuple(weights.shape)}; got {got}"
-        )
-    if not inputs.is_floating_point():
-        raise TypeError(
-            f"simulator.expvals(inputs): expected a floating-point tensor; got dtype {inputs.dtype}"
-        )
+    _, n = check_inputs(inputs, weights, "simulator.expvals", floating=True)
     dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
     rows = math.prod(inputs.shape[:-1])
     if rows == 0:
@@ -697,7 +687,7 @@ class FrozenCircuit:
     """
 
     def __init__(self, weights: Tensor) -> None:
-        _check_weights(weights, "FrozenCircuit(weights)")
+        check_weights(weights, "FrozenCircuit(weights)")
         n_layers, _, n = weights.shape
         self.n, self.n_layers = n, n_layers
         self.dtype = torch.float64 if weights.dtype == torch.float64 else torch.float32
@@ -749,9 +739,7 @@ class FrozenCircuit:
 
     def __call__(self, inputs: Tensor) -> Tensor:
         if inputs.shape[-1] != self.n:
-            raise ValueError(
-                f"FrozenCircuit(inputs): expected shape (..., {self.n}); got {tuple(inputs.shape)}"
-            )
+            raise input_shape_error(inputs, self.n, "FrozenCircuit")
         rows, d = math.prod(inputs.shape[:-1]), 2**self.n
         if rows == 0:
             return inputs.new_zeros(inputs.shape)

@@ -1,4 +1,5 @@
-"""The circuit's single definition: gate list, weight shape, manifest description, OpenQASM text, dispatch."""
+"""The circuit's single definition: gate list, weight shape, manifest description, OpenQASM text, the argument checks
+every execution shares."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import re
 import pytest
 import torch
 
-from quantum_adapters.circuit import BACKENDS, Gate, describe, execute, gates, to_qasm, weight_shape
+from quantum_adapters.circuit import (
+    Gate,
+    check_inputs,
+    describe,
+    gates,
+    input_shape_error,
+    to_qasm,
+    weight_shape,
+)
 
 
 def test_gate_list_order_for_three_qubits_two_layers():
@@ -146,40 +155,37 @@ def test_qasm_rejects_bad_arguments():
         to_qasm([[0.0]])
 
 
-def test_execute_dispatches_and_rejects_unknown_backend():
-    x, w = torch.rand(4, 3), torch.rand(2, 4, 3)
-    fast = execute(x, w)
-    assert fast.shape == (4, 3) and torch.all(fast.abs() <= 1)
-    assert torch.equal(execute(x, w, backend="fast", device="default.qubit"), fast)
-    assert torch.allclose(execute(x, w, backend="pennylane"), fast, atol=1e-5)
-    assert BACKENDS == ("fast", "pennylane", "noisy", "device")
-    with pytest.raises(
-        ValueError, match=r"expected one of \['fast', 'pennylane', 'noisy', 'device'\]; got 'qiskit'"
-    ):
-        execute(x, w, backend="qiskit")
-    with pytest.raises(ValueError, match="expected device=None and shots=None"):
-        execute(x, w, backend="fast", device="lightning.qubit")
-    with pytest.raises(ValueError, match="expected device=None and shots=None"):
-        execute(x, w, shots=100)
-    with pytest.raises(ValueError, match=r"expected options among \[\]; got \['noise'\]"):
-        execute(x, w, backend="pennylane", noise="depolarizing")
-
-
-def test_execute_evaluation_backends():
-    """The noise-free, exact 'noisy' simulator and a device runner give the fast simulator's values."""
+def test_every_execution_checks_its_arguments_with_one_message():
+    """The executions share check_inputs: the same "expected ...; got ..." for the same mistake."""
     from quantum_adapters.device import DeviceRunner
+    from quantum_adapters.noise import density_expvals, noisy_expvals
+    from quantum_adapters.pennylane_backend import expvals as pennylane_expvals
+    from quantum_adapters.pennylane_backend import mixed_expvals
+    from quantum_adapters.simulator import FrozenCircuit
+    from quantum_adapters.simulator import expvals as fast_expvals
 
-    x, w = torch.rand(4, 3), torch.rand(2, 4, 3)
-    fast = execute(x, w)
-    with torch.no_grad():
-        assert torch.allclose(execute(x, w, backend="noisy", noise=None, seed=0), fast, atol=1e-5)
-        sampled = execute(x, w, backend="noisy", shots=4000, noise="depolarizing", seed=1)
-        assert sampled.shape == (4, 3) and not torch.allclose(sampled, fast, atol=1e-3)
-        runner = DeviceRunner("default.qubit", progress=False)
-        assert torch.allclose(
-            execute(x, w, backend="device", device="default.qubit", runner=runner), fast, atol=1e-5
-        )
-        assert runner.stats.circuits == 4
-        assert torch.allclose(execute(x, w, backend="device"), fast, atol=1e-5)
-    with pytest.raises(ValueError, match="expected device and shots to match the runner's"):
-        execute(x, w, backend="device", shots=10, runner=runner)
+    w = torch.zeros(2, 4, 3)
+    assert check_inputs(torch.zeros(5, 3), w, "f") == (2, 3)
+    executions = {
+        "simulator.expvals": lambda x: fast_expvals(x, w),
+        "pennylane_backend.expvals": lambda x: pennylane_expvals(x, w),
+        "pennylane_backend.mixed_expvals": lambda x: mixed_expvals(x, w),
+        "noisy_expvals": lambda x: noisy_expvals(x, w),
+        "density_expvals": lambda x: density_expvals(x, w, None),
+        "DeviceRunner": lambda x: DeviceRunner(progress=False)(x, w),
+        "FrozenCircuit": FrozenCircuit(w),
+    }
+    for where, run in executions.items():
+        with pytest.raises(
+            ValueError, match=rf"^{re.escape(where)}\(inputs\): expected shape \(\.\.\., 3\); got \(2, 4\)$"
+        ):
+            run(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"^f\(inputs\): expected shape \(\.\.\., 3\); got list$"):
+        check_inputs([0.0, 0.0, 0.0], w, "f")
+    with pytest.raises(ValueError, match=r"^f\(weights\): expected shape \(L, 4, n\)"):
+        check_inputs(torch.zeros(2, 3), torch.zeros(2, 3, 3), "f")
+    with pytest.raises(
+        TypeError, match=r"^f\(inputs\): expected a floating-point tensor; got dtype torch\.int64$"
+    ):
+        check_inputs(torch.zeros(2, 3, dtype=torch.long), w, "f", floating=True)
+    assert str(input_shape_error(torch.zeros(1), 3, "g")) == "g(inputs): expected shape (..., 3); got (1,)"

@@ -18,7 +18,8 @@ import torch
 
 import quantum_adapters._kernel as kernel_module
 import quantum_adapters.simulator as simulator
-from quantum_adapters.circuit import execute, gates
+from quantum_adapters.backends import execute
+from quantum_adapters.circuit import gates
 from quantum_adapters.pennylane_backend import expvals as pennylane_expvals
 from quantum_adapters.pennylane_backend import installed_devices
 from quantum_adapters.simulator import expvals
