@@ -43,6 +43,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .files import staged_file
+
 __all__ = ["Kernel", "load"]
 
 SOURCE = r"""
@@ -579,10 +581,10 @@ def _build(compiler: str) -> Kernel | None:
 def _compile(compiler: str, target: Path) -> None:
     """Compile :data:`SOURCE` into ``target`` (a few seconds; 10-20 s on a busy 2-core machine)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    # staged: a concurrent builder finds a whole library or none; 0o755 as a linker makes it by default
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp, staged_file(target, mode=0o755) as out:
         src = Path(tmp) / "qtha_circuit.cpp"
         src.write_text(SOURCE)
-        out = Path(tmp) / target.name
         proc = subprocess.run(
             [compiler, *_FLAGS, str(src), "-o", str(out)],
             capture_output=True,
@@ -592,4 +594,3 @@ def _compile(compiler: str, target: Path) -> None:
         )
         if proc.returncode != 0:
             raise OSError(f"{compiler} failed: {proc.stderr.strip()[-500:]}")
-        os.replace(out, target)  # atomic: a concurrent builder finds a whole file or none

@@ -46,8 +46,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,14 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from .circuit import describe, to_qasm
+from .files import atomic_write, staged_dir
 from .models import ModelSource
 
 __all__ = [
     "FORMAT_VERSION",
     "ArtifactError",
     "adapter_modules",
+    "check_base_model",
     "freeze",
     "generate_key",
     "load_frozen",
@@ -154,10 +156,7 @@ def freeze(
 ) -> Path:
     """Write adapter ``adapter_name`` of ``model`` as a frozen artifact at ``out_dir`` (must not exist)."""
     out = Path(out_dir)
-    if out.exists():
-        raise ArtifactError(
-            f"{out} already exists: a frozen artifact is never overwritten; choose another path"
-        )
+    _refuse_existing(out)
     if adapter_name not in getattr(model, "peft_config", {}):
         raise ArtifactError(
             f"adapter {adapter_name!r} has no tensors to freeze (the model has no such adapter)"
@@ -191,22 +190,32 @@ def freeze(
             "qasm_file": QASM_FILE,
             "qasm_module": modules[0],
         }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with _staged_artifact(out) as tmp:
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt", "qtha_format": str(FORMAT_VERSION)})
         (tmp / CONFIG_FILE).write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
         if modules:
             (tmp / QASM_FILE).write_text(module_qasm(state, modules[0]))
         manifest["files"] = {p.name: _sha256_bytes(p.read_bytes()) for p in sorted(tmp.iterdir())}
         _write_manifest(tmp, manifest)
+    return out
+
+
+def _refuse_existing(out: Path) -> None:
+    """An artifact is written once: refuse a target that exists."""
+    if out.exists():
+        raise ArtifactError(
+            f"{out} already exists: a frozen artifact is never overwritten; choose another path"
+        )
+
+
+@contextmanager
+def _staged_artifact(out: Path) -> Iterator[Path]:
+    """The artifact's folder, built under a temporary name (:func:`.files.staged_dir`); on success every
+    file in it is made read-only (0o444) before the folder is renamed to ``out``."""
+    with staged_dir(out) as tmp:
+        yield tmp
         for p in tmp.iterdir():
             p.chmod(0o444)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def _is_adapter_param(name: str) -> bool:
@@ -472,10 +481,7 @@ def sign(path: str | Path, key: str | Path) -> str:
         private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
     )
     text = f"ed25519 {key_hex}\n{private.sign(manifest_bytes).hex()}\n"
-    tmp = folder / f".{SIGNATURE_FILE}.tmp"
-    tmp.write_text(text)
-    tmp.chmod(0o444)
-    os.replace(tmp, folder / SIGNATURE_FILE)
+    atomic_write(folder / SIGNATURE_FILE, text, mode=0o444)
     _check_signature(folder, manifest_bytes)
     return key_hex
 
@@ -489,19 +495,14 @@ def refreeze(old: str | Path, new: str | Path) -> Path:
         raise ArtifactError(
             f"{folder / MANIFEST_FILE}: expected a format-1 artifact; got format {manifest.get('format_version')!r}"
         )
-    if out.exists():
-        raise ArtifactError(
-            f"{out} already exists: a frozen artifact is never overwritten; choose another path"
-        )
+    _refuse_existing(out)
     expected = _files_listed(folder / MANIFEST_FILE, manifest)
     present = {p.name for p in folder.iterdir()} - {MANIFEST_FILE}
     if present - set(expected):
         raise ArtifactError(
             f"{folder / sorted(present - set(expected))[0]}: unexpected file, not listed in the manifest"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with _staged_artifact(out) as tmp:
         for name, digest in sorted(expected.items()):
             fpath = folder / name
             data = fpath.read_bytes() if fpath.is_file() else None
@@ -510,13 +511,20 @@ def refreeze(old: str | Path, new: str | Path) -> Path:
             (tmp / name).write_bytes(data)
         manifest = {**manifest, "format_version": FORMAT_VERSION, "refrozen_from": str(folder.resolve())}
         _write_manifest(tmp, manifest)
-        for p in tmp.iterdir():
-            p.chmod(0o444)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def check_base_model(
+    manifest: dict[str, Any], base: ModelSource, path: str | Path, base_is: str = "the loaded base model"
+) -> None:
+    """Refuse an artifact (its verified ``manifest``, read from ``path``) made for another base model
+    than ``base``, naming both; ``base_is`` says where ``base`` came from (e.g. ``'--model'``)."""
+    made_for = manifest["base_model"]
+    if made_for.get("sha256") != base.sha256:
+        raise ArtifactError(
+            f"{path}: made for base model {made_for.get('name')} (sha256 {str(made_for.get('sha256'))[:12]}...), "
+            f"but {base_is} is {base.name} (sha256 {base.sha256[:12]}...)"
+        )
 
 
 def load_frozen(
@@ -534,12 +542,8 @@ def load_frozen(
     ``public_key``, one not signed by that key.
     """
     manifest, blobs = verify(path, public_key=public_key)
-    if base is not None and manifest["base_model"].get("sha256") != base.sha256:
-        made_for = manifest["base_model"]
-        raise ArtifactError(
-            f"{path}: made for base model {made_for.get('name')} (sha256 {str(made_for.get('sha256'))[:12]}...), "
-            f"but the loaded base model is {base.name} (sha256 {base.sha256[:12]}...)"
-        )
+    if base is not None:
+        check_base_model(manifest, base, path)
     config_dict = json.loads(blobs[CONFIG_FILE])
     config_dict["inference_mode"] = True
     config_dict["base_model_name_or_path"] = getattr(getattr(model, "config", None), "name_or_path", None)

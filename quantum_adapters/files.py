@@ -17,24 +17,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_json", "read_jsonl", "staged_dir"]
+__all__ = ["atomic_write", "atomic_write_json", "read_jsonl", "staged_dir", "staged_file"]
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> Path:
-    """Write ``data`` to ``path`` through a temporary file beside it; ``mode`` (e.g. 0o444) is set
-    before the rename, so the file appears with its final permissions."""
+@contextmanager
+def staged_file(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write (or have a compiler write) the file; on success it
+    is renamed over ``path``, ``mode`` (e.g. 0o444) set first so the file appears with its final
+    permissions. On any error the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+        yield tmp
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temporary file beside it (:func:`staged_file`); ``mode``
+    (e.g. 0o444) is set before the rename, so the file appears with its final permissions."""
+    with staged_file(path, mode) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps: Any) -> Path:

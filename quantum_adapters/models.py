@@ -20,13 +20,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .files import staged_dir, staged_file
 
 __all__ = [
     "CHUNKED_MODELS",
@@ -165,16 +165,14 @@ def assemble_chunked(name: str) -> Path:
         return target
     chunks = _chunk_paths(name, model)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
+    # staged: the target is either absent or the verified file
+    with staged_file(target, mode=0o644) as tmp, open(tmp, "wb") as out:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for path in chunks:
-                with open(path, "rb") as f:
-                    while block := f.read(1 << 20):
-                        h.update(block)
-                        out.write(block)
+        for path in chunks:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+                    out.write(block)
         got = h.hexdigest()
         if got != model.sha256:
             raise ModelError(
@@ -182,10 +180,6 @@ def assemble_chunked(name: str) -> Path:
                 f"{got}, expected {model.sha256}; refusing to use them (reinstall with "
                 f"`{model.install_command()} --force-reinstall`)"
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)  # atomic: the target is either absent or the verified file
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -239,9 +233,7 @@ def _converted_gguf(source: ModelSource, dtype: torch.dtype) -> Path:
     gguf = Path(source.path)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with staged_dir(target, replace=True) as tmp:  # a half-converted folder is never used
         # transformers marks a GGUF-loaded model as quantised and refuses save_pretrained, although its
         # weights are plain de-quantised floats: save config and weights ourselves.
         from safetensors.torch import save_model
@@ -255,12 +247,6 @@ def _converted_gguf(source: ModelSource, dtype: torch.dtype) -> Path:
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
         (tmp / ".complete").write_text(json.dumps(source.identity()))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)  # atomic: a half-converted folder is never used
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

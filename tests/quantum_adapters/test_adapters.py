@@ -11,7 +11,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from quantum_adapters import NotMergeableError, QTHAConfig
-from quantum_adapters.artifact import ArtifactError, freeze, load_frozen, verify
+from quantum_adapters.artifact import ArtifactError, check_base_model, freeze, load_frozen, verify
 from quantum_adapters.models import resolve_model
 
 from .conftest import make_tiny_model
@@ -173,6 +173,14 @@ def test_artifact_for_another_base_model_is_refused(tmp_path, tiny_model_dirs):
     with pytest.raises(ArtifactError, match="made for base model") as err:
         load_frozen(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen2"]), art, base=qwen)
     assert llama.name in str(err.value) and qwen.name in str(err.value)
+    assert f"but the loaded base model is {qwen.name} (sha256 {qwen.sha256[:12]}...)" in str(err.value)
+    # the same check, for callers that name where their base model came from
+    manifest, _ = verify(art)
+    check_base_model(manifest, llama, art)
+    with pytest.raises(
+        ArtifactError, match=rf"made for base model {llama.name} .*but --model is {qwen.name} "
+    ):
+        check_base_model(manifest, qwen, art, base_is="--model")
 
 
 def test_freeze_never_overwrites_and_leaves_no_partial_artifact(tmp_path, tiny_model_dirs):

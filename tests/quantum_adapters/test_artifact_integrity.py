@@ -218,6 +218,26 @@ def test_signatures(frozen, tmp_path, tiny_chat_model_dir, capsys):
     assert "not a PEM public key" in capsys.readouterr().err
 
 
+def _modes(folder: Path) -> dict[str, str]:
+    return {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+
+
+def test_every_file_written_is_read_only_and_no_temporary_file_stays(frozen, tmp_path):
+    """freeze, sign and refreeze write each file read-only (0o444) before it appears, and leave nothing
+    else behind (a temporary file or folder beside the artifact, or inside it)."""
+    assert _modes(frozen) == dict.fromkeys(FILES, "0o444")
+    assert [p.name for p in frozen.parent.iterdir()] == ["art"]
+    key, _ = generate_key(tmp_path / "key")
+    art = _copy(frozen, tmp_path / "signed")
+    sign(art, key)
+    assert _modes(art)[SIGNATURE_FILE] == "0o444" and sorted(_modes(art)) == sorted([*FILES, SIGNATURE_FILE])
+    old = _copy(frozen, tmp_path / "old")
+    _as_format_1(old)
+    new = refreeze(old, tmp_path / "new" / "art")
+    assert _modes(new) == dict.fromkeys(FILES, "0o444")
+    assert [p.name for p in new.parent.iterdir()] == ["art"]
+
+
 def test_signature_file_tamper_is_refused_without_a_key(frozen, tmp_path, capsys):
     key, _ = generate_key(tmp_path / "key")
     for at in ("first", "middle", "last"):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from quantum_adapters.files import atomic_write, atomic_write_json, read_jsonl, staged_dir
+from quantum_adapters.files import atomic_write, atomic_write_json, read_jsonl, staged_dir, staged_file
 
 
 def test_atomic_write_replaces_whole_and_sets_mode(tmp_path):
@@ -25,6 +25,20 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path):
         atomic_write_json(target, {"x": object()})
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_staged_file_renames_a_file_another_writer_made_and_cleans_up_on_error(tmp_path):
+    target = tmp_path / "lib.so"
+    with staged_file(target, mode=0o644) as tmp:
+        assert tmp.parent == tmp_path and not target.exists()
+        tmp.unlink()  # a compiler replaces its output file rather than writing into it
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(RuntimeError), staged_file(target) as tmp:
+        tmp.write_bytes(b"torn")
+        raise RuntimeError("boom")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["lib.so"]
 
 
 def test_staged_dir_renames_on_success_and_cleans_up_on_error(tmp_path):
