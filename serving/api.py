@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import math
 import threading
@@ -25,21 +24,27 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from .protocol import (
-    MAX_CHOICES,
+    SSE_DONE,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    Choice,
     ChoiceLogprobs,
+    ChunkChoice,
     CompletionLogprobs,
     CompletionRequest,
+    DeltaMessage,
+    ErrorResponse,
     ModelCard,
     ModelList,
+    ResponseMessage,
     TextChoice,
     TextCompletion,
     TokenLogprob,
     TopLogprob,
     Usage,
 )
+from .sampling import MAX_CHOICES
 from .security import Lease, QueueFull
 from .service import ChatResult, ChatService, UnknownModel
 
@@ -65,18 +70,14 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
         self.headers = headers or {}
 
+    def response(self) -> JSONResponse:
+        """This error as it is sent: the protocol's one error shape."""
+        body = ErrorResponse.of(self.message, self.type, self.code, self.param).body()
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
 
 def _service(request: Request) -> ChatService:
-    service = getattr(request.app.state, "service", None)
-    if service is None:
-        raise ApiError(
-            503,
-            "the model is still loading; retry shortly",
-            "server_error",
-            "not_ready",
-            headers={"Retry-After": "5"},
-        )
-    return service
+    return request.app.state.service
 
 
 def authenticate(request: Request) -> str:
@@ -136,18 +137,6 @@ def _messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in body.messages]
 
 
-def _kwargs(body: ChatCompletionRequest) -> dict[str, Any]:
-    return {
-        "max_tokens": body.max_tokens,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "stop": body.stop,
-        "seed": body.seed,
-        "frequency_penalty": body.frequency_penalty,
-        "presence_penalty": body.presence_penalty,
-    }
-
-
 _LOGPROB_FLOOR = -9999.0
 """Reported for a token the sampler could not pick (top-p cut it: log 0), as OpenAI does; JSON has no
 -inf."""
@@ -186,99 +175,8 @@ def _text_logprobs(result: ChatResult) -> CompletionLogprobs | None:
     )
 
 
-def _usage(results: list[ChatResult], n: int) -> Usage:
-    """Prompt tokens counted once per prompt (each has ``n`` choices), completion tokens of every choice."""
-    prompt = sum(r.prompt_tokens for r in results[::n])
-    return Usage.of(prompt, sum(r.completion_tokens for r in results))
-
-
-def _completion(body: ChatCompletionRequest, results: list[ChatResult]) -> dict[str, Any]:
-    payload = ChatCompletion(
-        id=results[0].id,
-        created=int(time.time()),
-        model=results[0].adapter,
-        choices=[
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": result.text},
-                "logprobs": _chat_logprobs(result),
-                "finish_reason": _finish_reason(result),
-            }
-            for i, result in enumerate(results)
-        ],
-        usage=_usage(results, body.n),
-        qtha=results[0].meta(),
-    )
-    return payload.model_dump(exclude_none=True)
-
-
-def _chunk(
-    cid: str,
-    created: int,
-    model: str,
-    delta: dict[str, Any] | None,
-    finish: str | None,
-    extra: dict[str, Any] | None = None,
-    usage: Usage | None = None,
-    index: int = 0,
-    logprobs: ChoiceLogprobs | None = None,
-) -> str:
-    """One SSE event; ``delta=None`` gives the usage chunk (``choices: []``)."""
-    chunk = ChatCompletionChunk(
-        id=cid,
-        created=created,
-        model=model,
-        choices=[]
-        if delta is None
-        else [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
-        qtha=extra,
-        usage=usage,
-    )
-    return f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n"
-
-
 def _finish_reason(result: ChatResult) -> str:
     return "stop" if result.finish_reason == "cancelled" else result.finish_reason
-
-
-def _text_completion(cid: str, created: int, results: list[ChatResult], n: int) -> dict[str, Any]:
-    payload = TextCompletion(
-        id=cid,
-        created=created,
-        model=results[0].adapter,
-        choices=[
-            TextChoice(index=i, text=r.text, logprobs=_text_logprobs(r), finish_reason=_finish_reason(r))
-            for i, r in enumerate(results)
-        ],
-        usage=_usage(results, n),
-        qtha=results[0].meta(),
-    )
-    return payload.model_dump(exclude_none=True)
-
-
-def _text_chunk(
-    cid: str,
-    created: int,
-    model: str,
-    text: str | None,
-    finish: str | None = None,
-    extra: dict[str, Any] | None = None,
-    usage: Usage | None = None,
-    index: int = 0,
-    logprobs: CompletionLogprobs | None = None,
-) -> str:
-    """One SSE event of a text completion; ``text=None`` gives the usage event (``choices: []``)."""
-    chunk = TextCompletion(
-        id=cid,
-        created=created,
-        model=model,
-        choices=[]
-        if text is None
-        else [TextChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)],
-        qtha=extra,
-        usage=usage,
-    )
-    return f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n"
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(authenticate)])
@@ -348,6 +246,7 @@ class GenerationResponse(Response):
     ) -> None:
         # A Response subclass only so that FastAPI sends it as it is; everything is in __call__.
         self.service, self.chat, self.conversations, self.adapter = service, chat, conversations, adapter
+        self.params = chat.sampling_params()
         self.choices = len(conversations) * chat.n
         self.queue = state.queue
         self.timeout = float(state.settings.request_timeout_s)
@@ -432,17 +331,15 @@ class GenerationResponse(Response):
             except RuntimeError:  # the loop has closed (server shut down): nobody is listening
                 pass
 
-        n = self.chat.n
+        n = self.params.n
         results: list[ChatResult | None] = [None] * self.choices
 
         def run(p: int) -> None:
             for i, part in self.service.stream_choices(
                 self.conversations[p],
                 self.chat.model,
-                n=n,
-                logprobs=self.chat.logprob_k,
+                self.params,
                 cancel=self.cancel,
-                **_kwargs(self.chat),
             ):
                 if isinstance(part, ChatResult):
                     results[p * n + i] = part
@@ -480,12 +377,7 @@ class GenerationResponse(Response):
         results = work.result()
         if results is None:
             raise ApiError(500, "generation failed", "server_error", "internal_error")
-        payload = (
-            _text_completion(self.id, self.created, results, self.chat.n)
-            if self.text
-            else _completion(self.chat, results)
-        )
-        await JSONResponse(payload)(scope, receive, send)
+        await JSONResponse(self._completion(results))(scope, receive, send)
 
     async def _stream(self, send, events: asyncio.Queue, gone: asyncio.Future, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -511,19 +403,12 @@ class GenerationResponse(Response):
             if part is _DONE:
                 break
             if isinstance(part, Exception):
-                err = {
-                    "error": {
-                        "message": "generation failed",
-                        "type": "server_error",
-                        "code": "internal_error",
-                    }
-                }
-                await _send_text(send, f"data: {json.dumps(err)}\n\n")
+                await _send_text(send, GENERATION_FAILED.sse())
                 break
             index, item = part
             if index not in started and not self.text:
-                role = {"role": "assistant", "content": ""}
-                await _send_text(send, _chunk(self.id, self.created, self.adapter, role, None, index=index))
+                role = ChunkChoice(index=index, delta=DeltaMessage(role="assistant", content=""))
+                await _send_text(send, self._event([role], self.adapter))
             started.add(index)
             if isinstance(item, ChatResult):
                 finals[index] = item
@@ -534,34 +419,70 @@ class GenerationResponse(Response):
             await _send_text(send, self._delta_event(index, item))
         if gone.done():
             return  # the client has gone; the caller's finally stops the generation
-        await _send_text(send, "data: [DONE]\n\n")
+        await _send_text(send, SSE_DONE)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    # ---- what is sent: the protocol's models, built here only ----------------------------------------
+    def _event(self, choices: list[Any], model: str, **fields: Any) -> str:
+        """One server-sent event of this answer (a chat chunk or a text completion)."""
+        kind = TextCompletion if self.text else ChatCompletionChunk
+        return kind(id=self.id, created=self.created, model=model, choices=choices, **fields).sse()
 
     def _delta_event(self, index: int, text: str) -> str:
         if self.text:
-            return _text_chunk(self.id, self.created, self.adapter, text, index=index)
-        return _chunk(self.id, self.created, self.adapter, {"content": text}, None, index=index)
+            return self._event([TextChoice(index=index, text=text)], self.adapter)
+        return self._event([ChunkChoice(index=index, delta=DeltaMessage(content=text))], self.adapter)
 
     def _finish_event(self, index: int, result: ChatResult) -> str:
         """A choice's finish event, with the ``qtha`` block and the choice's logprobs."""
-        finish, meta = _finish_reason(result), result.meta()
-        if self.text:
-            logprobs = _text_logprobs(result)
-            return _text_chunk(self.id, self.created, result.adapter, "", finish, meta, None, index, logprobs)
-        logprobs = _chat_logprobs(result)
-        return _chunk(self.id, self.created, result.adapter, {}, finish, meta, None, index, logprobs)
+        return self._event([self._choice(index, result, final=False)], result.adapter, qtha=result.meta())
 
     def _usage_event(self, finals: dict[int, ChatResult]) -> str:
         """The last event when ``include_usage`` was asked for: every choice's tokens, ``choices: []``."""
         results = [finals[i] for i in range(self.choices)]
-        usage = _usage(results, self.chat.n)
+        return self._event([], results[0].adapter, usage=self._usage(results))
+
+    def _completion(self, results: list[ChatResult]) -> dict[str, Any]:
+        """The body of a plain (non-streamed) answer."""
+        kind = TextCompletion if self.text else ChatCompletion
+        return kind(
+            id=self.id,
+            created=self.created,
+            model=results[0].adapter,
+            choices=[self._choice(i, r, final=True) for i, r in enumerate(results)],
+            usage=self._usage(results),
+            qtha=results[0].meta(),
+        ).body()
+
+    def _choice(self, index: int, result: ChatResult, final: bool) -> Any:
+        """Choice ``index``'s end: its whole text (``final``, a plain answer) or the stream's last chunk
+        of it (no text: it went out in deltas), with its finish reason and logprobs."""
+        finish = _finish_reason(result)
         if self.text:
-            return _text_chunk(self.id, self.created, results[0].adapter, None, usage=usage)
-        return _chunk(self.id, self.created, results[0].adapter, None, None, usage=usage)
+            text = result.text if final else ""
+            return TextChoice(index=index, text=text, logprobs=_text_logprobs(result), finish_reason=finish)
+        logprobs = _chat_logprobs(result)
+        if final:
+            return Choice(
+                index=index,
+                message=ResponseMessage(content=result.text),
+                logprobs=logprobs,
+                finish_reason=finish,
+            )
+        return ChunkChoice(index=index, delta=DeltaMessage(), logprobs=logprobs, finish_reason=finish)
+
+    def _usage(self, results: list[ChatResult]) -> Usage:
+        """Prompt tokens counted once per prompt (each has ``n`` choices), completion tokens of every
+        choice."""
+        prompt = sum(r.prompt_tokens for r in results[:: self.params.n])
+        return Usage.of(prompt, sum(r.completion_tokens for r in results))
 
 
 _DONE = object()
 """Put on a response's event queue by its worker thread after everything else."""
+
+GENERATION_FAILED = ErrorResponse.of("generation failed", "server_error", "internal_error")
+"""Sent for a generation that raised (the exception is logged, never sent)."""
 
 
 async def _send_text(send, text: str) -> None:

@@ -1,8 +1,9 @@
 """``create_app(settings, ...)``: the FastAPI app with the API routes and the chat page at /ui.
 
-The service (engine + safety + routing) is built in the lifespan and put on ``app.state``; every
-error, ours or the framework's, leaves as one JSON shape ``{"error": {message, type, code, param}}``
-with no traceback. Request bodies to /v1/ are read by :class:`BodyLimit` before anything else sees
+The service (engine + safety + routing) is built before the app and put on ``app.state``; every
+error, ours or the framework's, goes through one exception handler and leaves as the protocol's one
+shape ``{"error": {message, type, code, param}}`` (:class:`serving.protocol.ErrorResponse`), with no
+traceback. Request bodies to /v1/ are read by :class:`BodyLimit` before anything else sees
 them: one over ``settings.max_body_bytes`` (by its Content-Length, or as it grows when sent chunked)
 is read to the end and discarded, then answered 413 in that shape, so the client, still sending,
 reads the answer instead of a reset connection.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api import ApiError, router
+from .protocol import describe_validation_errors
 from .security import ApiKeyAuth, RateLimiter, WorkQueue
 from .service import ChatService, UnknownModel
 from .settings import Settings
@@ -35,18 +36,6 @@ log = logging.getLogger("qtha.serve")
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 """Most bytes of a too-large body read (and discarded) before its 413. Past this the 413 is sent with
 `Connection: close` without reading further, and a client still sending may see a reset."""
-
-
-def _error(
-    status: int,
-    message: str,
-    type_: str,
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class BodyLimit:
@@ -113,8 +102,8 @@ class BodyLimit:
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, message: str, drained: bool) -> None:
         headers = None if drained else {"Connection": "close"}
-        response = _error(413, message, "invalid_request_error", "body_too_large", headers=headers)
-        await response(scope, receive, send)
+        error = ApiError(413, message, code="body_too_large", headers=headers)
+        await error.response()(scope, receive, send)
 
 
 async def _drain(receive: Receive, budget: int) -> bool | None:
@@ -131,20 +120,32 @@ async def _drain(receive: Receive, budget: int) -> bool | None:
     return False
 
 
-def create_app(
-    settings: Settings,
-    *,
-    service: ChatService | None = None,
-    service_factory: Callable[[], ChatService] | None = None,
-    ui: bool = True,
-) -> FastAPI:
-    """Build the app. Pass a ready ``service`` (tests, evaluation) or a ``service_factory`` that the
-    lifespan calls (``qtha-serve``: loads the model and verifies every artifact before serving)."""
+def _api_error(exc: Exception, path: str) -> ApiError:
+    """Any exception a request raised, as the error the client gets (the one shape; a traceback is
+    logged, never sent)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UnknownModel):
+        return ApiError(404, exc.args[0], code="model_not_found", param="model")
+    if isinstance(exc, RequestValidationError):
+        errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            return ApiError(400, "body: request body is not valid JSON", code="invalid_value", param="body")
+        message, param = describe_validation_errors(errors)
+        return ApiError(400, message, code="invalid_value", param=param or "body")
+    if isinstance(exc, StarletteHTTPException):
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return ApiError(exc.status_code, str(exc.detail), kind)
+    log.error("unhandled error on %s", path, exc_info=exc)
+    return ApiError(500, "internal server error", "server_error", "internal_error")
+
+
+def create_app(settings: Settings, *, service: ChatService, ui: bool = True) -> FastAPI:
+    """Build the app around a ready ``service`` (``qtha-serve`` loads the model and verifies every
+    artifact before it builds the app, so the app never serves a half-loaded model)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if app.state.service is None and service_factory is not None:
-            app.state.service = service_factory()
         log.info("qtha-serve ready: models %s", ", ".join(app.state.service.model_names()))
         yield
 
@@ -156,39 +157,13 @@ def create_app(
     app.state.limiter = RateLimiter(settings.rate_limit_per_min)
     app.state.queue = WorkQueue(settings.max_concurrent, settings.max_queue)
     app.include_router(router)
-
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.message, exc.type, exc.code, exc.param, exc.headers)
+    async def error(request: Request, exc: Exception) -> JSONResponse:  # the one exception handler
+        return _api_error(exc, request.url.path).response()
 
-    @app.exception_handler(UnknownModel)
-    async def unknown_model(request: Request, exc: UnknownModel):
-        return _error(404, exc.args[0], "invalid_request_error", "model_not_found", "model")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", []) if p != "body"]
-        where = ".".join(loc) or "body"
-        message = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            message, where = "request body is not valid JSON", "body"
-        return _error(400, f"{where}: {message}", "invalid_request_error", "invalid_value", where)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(
-            exc.status_code,
-            str(exc.detail),
-            "invalid_request_error" if exc.status_code < 500 else "server_error",
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return _error(500, "internal server error", "server_error", "internal_error")
+    for kind in (ApiError, UnknownModel, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, error)
 
     if ui:
         import gradio as gr

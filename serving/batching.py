@@ -37,61 +37,35 @@ from typing import Any
 
 import torch
 
+from .sampling import SamplingParams
+
 __all__ = ["BASE_ROW", "Request", "Scheduler"]
 
 BASE_ROW = "__base__"  # PEFT's adapter name for rows that run the base model
 
 
-class _Penalties:
-    """A transformers LogitsProcessor with OpenAI's frequency and presence penalties.
-
-    For every token t already generated (the reply so far, not the prompt, as vLLM does):
-    ``logit[t] -= frequency * count(t) + presence * (count(t) > 0)``. Positive values discourage
-    repetition, negative ones encourage it; both 0 leaves decoding unchanged.
-    """
-
-    def __init__(self, prompt_len: int, frequency: float, presence: float) -> None:
-        self.prompt_len, self.frequency, self.presence = prompt_len, float(frequency), float(presence)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        generated = input_ids[:, self.prompt_len :]  # (B, T_new)
-        if generated.shape[1] == 0:
-            return scores
-        counts = torch.zeros_like(scores).scatter_add_(
-            1, generated, torch.ones(generated.shape, dtype=scores.dtype, device=scores.device)
-        )  # (B, V)
-        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
-
-
 @dataclass
 class Request:
-    """One chat completion as the scheduler sees it; results arrive on ``out``.
+    """One choice of a completion as the scheduler sees it; results arrive on ``out``.
 
     ``out`` receives text deltas (``str``), then one final dict (``text``, ``completion_tokens``,
     ``finish_reason``, ``seconds``, ``logprobs``), or an exception raised while serving it. With
-    ``logprobs`` = k (not None), ``logprobs`` is one ``(token id, logprob, [(id, logprob)] * k)`` per
-    sampled token: the log-softmax of the scores the token was drawn from (after penalties, temperature
-    and top-p; greedy rows: after penalties); else None."""
+    ``params.logprobs`` = k (not None), ``logprobs`` is one ``(token id, logprob, [(id, logprob)] * k)``
+    per sampled token: the log-softmax of the scores the token was drawn from (after penalties,
+    temperature and top-p; greedy rows: after penalties); else None. ``params.n`` is not read: each
+    choice is a request of its own (:meth:`SamplingParams.for_choice`)."""
 
     ids: list[int]
     adapter: str  # the engine's name: 'base' or an adapter
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
     cancel: threading.Event | None = None
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    ignore_eos: bool = False  # benchmarks: decode exactly max_tokens tokens (EOS and stop strings ignored)
-    logprobs: int | None = None  # record each sampled token's logprob and this many top alternatives
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     abandoned: bool = False  # the reader went away (its iterator was closed)
 
     @property
     def span(self) -> int:
         """Cache slots this request may need: prompt + every token it may generate."""
-        return len(self.ids) + self.max_tokens
+        return len(self.ids) + self.params.max_tokens
 
     def cancelled(self) -> bool:
         return self.abandoned or (self.cancel is not None and self.cancel.is_set())
@@ -285,21 +259,8 @@ class Scheduler:
             self._merge(model, rows, cache, mask)
 
     def _new_row(self, req: Request, model: Any, name: str | None) -> _Row:
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-
-        processors = LogitsProcessorList()
-        if req.frequency_penalty or req.presence_penalty:
-            processors.append(_Penalties(len(req.ids), req.frequency_penalty, req.presence_penalty))
-        generator = None
-        if req.temperature and req.temperature > 0:
-            processors.append(TemperatureLogitsWarper(float(req.temperature)))
-            if req.top_p < 1.0:
-                processors.append(TopPLogitsWarper(float(req.top_p)))
-            generator = torch.Generator(device=self.device)
-            if req.seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(int(req.seed))
+        processors = req.params.logits_processors(len(req.ids))
+        generator = req.params.generator(self.device)
         return _Row(req, model, name or BASE_ROW, processors, generator, time.time())
 
     # ---- decode -----------------------------------------------------------------------------------
@@ -346,9 +307,10 @@ class Scheduler:
             else:
                 probs = torch.softmax(scores, dim=-1)
                 token = int(torch.multinomial(probs, 1, generator=row.generator))
-            if row.req.logprobs is not None:
+            k = row.req.params.logprobs
+            if k is not None:
                 logp = torch.log_softmax(scores[0], dim=-1)  # (V,)
-                top = torch.topk(logp, min(row.req.logprobs, logp.shape[-1]))
+                top = torch.topk(logp, min(k, logp.shape[-1]))
                 alternatives = list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
                 row.logprobs.append((token, float(logp[token]), alternatives))
             row.tokens.append(token)
@@ -356,28 +318,28 @@ class Scheduler:
 
     def _emit(self, row: _Row, token: int) -> None:
         """Update the row's text; put the part that can no longer change on its queue."""
-        req = row.req
-        if token in self.eos_ids and not req.ignore_eos:
+        params = row.req.params
+        if token in self.eos_ids and not params.ignore_eos:
             row.finish = "stop"
         else:
             text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
             cut = (
                 -1
-                if req.ignore_eos
-                else min((i for i in (text.find(s) for s in req.stop) if i >= 0), default=-1)
+                if params.ignore_eos
+                else min((i for i in (text.find(s) for s in params.stop) if i >= 0), default=-1)
             )
             if cut >= 0:
                 text, row.finish = text[:cut], "stop"
             row.text = text
-            if row.finish is None and len(row.tokens) >= req.max_tokens:
+            if row.finish is None and len(row.tokens) >= params.max_tokens:
                 row.finish = "length"
         if row.finish is not None:
             ready = row.text
         else:  # hold back an incomplete character and what may be the start of a stop string
             ready = row.text.rstrip("\ufffd")
-            ready = ready[: len(ready) - _stop_prefix(ready, req.stop)]
+            ready = ready[: len(ready) - _stop_prefix(ready, params.stop)]
         if len(ready) > len(row.emitted) and ready.startswith(row.emitted):
-            req.out.put(ready[len(row.emitted) :])
+            row.req.out.put(ready[len(row.emitted) :])
             row.emitted = ready
 
     def _final(self, row: _Row) -> None:
@@ -390,7 +352,7 @@ class Scheduler:
                 "completion_tokens": len(row.tokens),
                 "finish_reason": row.finish,
                 "seconds": time.time() - row.t0,
-                "logprobs": row.logprobs if row.req.logprobs is not None else None,
+                "logprobs": row.logprobs if row.req.params.logprobs is not None else None,
             }
         )
 
@@ -453,7 +415,7 @@ def _left_pad(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
-def _stop_prefix(text: str, stops: list[str]) -> int:
+def _stop_prefix(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
     best = 0
     for stop in stops:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -34,20 +34,12 @@ from quantum_adapters.layer import QuantumCircuitLayer
 from quantum_adapters.models import ModelSource, load_base_model
 
 from .batching import BASE_ROW, Request, Scheduler
+from .sampling import SamplingParams
 
-__all__ = ["BASE", "MAX_CHOICES", "Engine", "Generation", "TokenLogprob", "TokenScore", "choice_seed"]
+__all__ = ["BASE", "Engine", "Generation", "SamplingParams", "TokenLogprob", "TokenScore", "one_choice"]
 
 BASE = "base"
-MAX_CHOICES = 8
-"""Most choices one call may ask for (``n``)."""
-
-
-def choice_seed(seed: int | None, index: int) -> int | None:
-    """The seed of choice ``index`` of a seeded request: ``seed`` itself for choice 0 (so ``n=1`` and the
-    first of ``n`` choices agree), a distinct 64-bit seed derived from it for the others."""
-    if seed is None or index == 0:
-        return seed
-    return (seed + index * 0x9E3779B97F4A7C15) % 2**64
+T = TypeVar("T")
 
 
 @dataclass
@@ -248,133 +240,59 @@ class Engine:
         return list(out)
 
     # ---- generation -----------------------------------------------------------------------------
-    def _greedy_kwargs(self, max_tokens: int) -> dict[str, Any]:
-        return {
-            "max_new_tokens": int(max_tokens),
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "do_sample": False,
-            "temperature": None,
-            "top_p": None,
-            "top_k": None,
-        }
-
     def generate(
         self,
         messages: list[dict[str, str]],
         adapter: str = BASE,
+        params: SamplingParams | None = None,
         *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: str | list[str] | None = None,
-        seed: int | None = None,
         cancel: threading.Event | None = None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
     ) -> Generation:
-        """One chat completion (non-streaming)."""
-        parts = list(
-            self.stream(
-                messages,
-                adapter,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                stop=stop,
-                seed=seed,
-                cancel=cancel,
-                frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty,
-            )
-        )
-        final = parts[-1] if parts and isinstance(parts[-1], Generation) else None
-        assert final is not None, "stream() always ends with a Generation"
+        """One chat completion (non-streaming): the final :class:`Generation` of :meth:`stream`."""
+        *_, final = self.stream(messages, adapter, params, cancel=cancel)
+        assert isinstance(final, Generation), "stream() always ends with a Generation"
         return final
 
     def stream(
         self,
         messages: list[dict[str, str]],
         adapter: str = BASE,
+        params: SamplingParams | None = None,
         *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: str | list[str] | None = None,
-        seed: int | None = None,
         cancel: threading.Event | None = None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
     ) -> Iterator[str | Generation]:
-        """Yield text deltas as they are decoded, then one final :class:`Generation`.
+        """Yield text deltas as they are decoded, then one final :class:`Generation` (one choice:
+        ``params.n`` must be 1; :meth:`stream_choices` gives several).
 
         The request joins the scheduler's running batch (:mod:`serving.batching`) at the next step and
-        leaves it when it ends: EOS, a ``stop`` string (cut from the text; deltas never show part of
-        one), ``max_tokens``, or ``cancel`` set (or this iterator closed), within one step.
-        ``frequency_penalty``/``presence_penalty``: OpenAI's repetition penalties
-        (:class:`serving.batching._Penalties`);
-        ``seed`` seeds this request's own generator, so it samples the same tokens in any batch."""
-        choices = self.stream_choices(
-            messages,
-            adapter,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            seed=seed,
-            cancel=cancel,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
+        leaves it when it ends: EOS, a stop string (cut from the text; deltas never show part of
+        one), ``max_tokens``, or ``cancel`` set (or this iterator closed), within one step."""
+        return one_choice(
+            self.stream_choices(messages, adapter, (params or SamplingParams()).single(), cancel=cancel)
         )
-        with closing(choices):  # closing this iterator closes the choices' (their rows leave)
-            for _, part in choices:
-                yield part
 
     def stream_choices(
         self,
         messages: list[dict[str, str]],
         adapter: str = BASE,
+        params: SamplingParams | None = None,
         *,
-        n: int = 1,
-        logprobs: int | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: str | list[str] | None = None,
-        seed: int | None = None,
         cancel: threading.Event | None = None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
     ) -> Iterator[tuple[int, str | Generation]]:
-        """``n`` completions of one conversation, decoded together in the running batch: yield
+        """``params.n`` completions of one conversation, decoded together in the running batch: yield
         ``(choice index, text delta)`` as they come, and ``(index, Generation)`` when a choice ends.
 
         Choice i samples with ``choice_seed(seed, i)``, so a seeded call is repeatable and its choices
-        differ; greedy choices are identical. ``logprobs`` = k records every token's logprob and top k
-        (``Generation.logprobs``), from the distribution it was sampled from (:class:`Request`)."""
-        if not 1 <= n <= MAX_CHOICES:
-            raise ValueError(f"n: expected 1 <= n <= {MAX_CHOICES}; got {n!r}")
+        differ; greedy choices are identical. ``params.logprobs`` = k records every token's logprob and
+        top k (``Generation.logprobs``), from the distribution it was sampled from (:class:`Request`)."""
+        params = params or SamplingParams()
+        n = params.n
         if adapter != BASE:
             self._get(adapter)
         ids = self.prompt_ids(messages, adapter)
-        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
         shared: queue.SimpleQueue = queue.SimpleQueue()
         reqs = [
-            self.scheduler.submit(
-                Request(
-                    ids,
-                    adapter,
-                    int(max_tokens),
-                    float(temperature or 0.0),
-                    float(top_p),
-                    stops,
-                    choice_seed(seed, i),
-                    cancel,
-                    float(frequency_penalty),
-                    float(presence_penalty),
-                    logprobs=logprobs,
-                    out=_Tagged(shared, i),
-                )
-            )
+            self.scheduler.submit(Request(ids, adapter, params.for_choice(i), cancel, _Tagged(shared, i)))
             for i in range(n)
         ]
         try:
@@ -397,7 +315,7 @@ class Engine:
                         item["finish_reason"],
                         adapter,
                         item["seconds"],
-                        None if logprobs is None else self._token_logprobs(raw or []),
+                        None if params.logprobs is None else self._token_logprobs(raw or []),
                     ),
                 )
         finally:
@@ -458,7 +376,8 @@ class Engine:
             mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=self.device)
             t0 = time.time()
             with self._use(adapter) as model, torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=mask, **self._greedy_kwargs(max_tokens))
+                greedy = SamplingParams(max_tokens=max_tokens).to_generate_kwargs(pad)
+                out = model.generate(input_ids=ids, attention_mask=mask, **greedy)
             seconds = (time.time() - t0) / len(chunk)
             for row, prompt in zip(out[:, width:].tolist(), chunk, strict=True):
                 eos = self.tokenizer.eos_token_id
@@ -503,6 +422,14 @@ class Engine:
                     TokenScore(float((nll[i] * valid[i]).sum()), int(valid[i].sum()), int(correct[i].sum()))
                 )
         return scores
+
+
+def one_choice(choices: Iterator[tuple[int, T]]) -> Iterator[T]:
+    """The parts of a one-choice ``stream_choices`` iterator, without their index; closing this
+    iterator closes ``choices`` (the engine's rows leave the batch at the next step)."""
+    with closing(choices):
+        for _, part in choices:
+            yield part
 
 
 def _byte_decoder() -> dict[str, int]:

@@ -16,18 +16,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from .sampling import MAX_CHOICES, SamplingParams
+
 __all__ = [
-    "MAX_CHOICES",
     "MAX_COMPLETION_LOGPROBS",
     "MAX_CONTENT_CHARS",
     "MAX_MESSAGES",
     "MAX_TOKENS_LIMIT",
     "MAX_TOP_LOGPROBS",
-    "MIN_TEMPERATURE",
     "SSE_DONE",
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -59,10 +59,6 @@ MAX_CONTENT_CHARS = 32_000
 """Longest message content. The embedded models' context is a few thousand tokens; 32k characters
 leaves room for pasted text while bounding tokenisation work."""
 MAX_MESSAGES = 64
-MIN_TEMPERATURE = 1e-3
-"""Temperatures below this are greedy decoding (see `temperature`)."""
-MAX_CHOICES = 8
-"""Most choices one request may ask for (`n`, times the prompts of a text completion)."""
 MAX_TOP_LOGPROBS = 20
 """Most alternatives per token for chat (`top_logprobs`), as OpenAI allows."""
 MAX_COMPLETION_LOGPROBS = 5
@@ -141,9 +137,7 @@ class _GenerationRequest(BaseModel):
     max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] = 256
     """Most tokens to generate. `max_completion_tokens` (newer OpenAI clients) is accepted as an alias."""
     temperature: Annotated[float, Field(strict=True, ge=0.0, le=2.0)] = 0.7
-    """0 means greedy decoding; so does anything below `MIN_TEMPERATURE` (stored as 0.0): dividing the
-    logits by a smaller number overflows to inf and sampling fails, and sampling that cold is greedy
-    in all but exact ties anyway."""
+    """0 means greedy decoding; so does anything below `serving.sampling.MIN_TEMPERATURE`."""
     top_p: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = 1.0
     frequency_penalty: Annotated[float, Field(strict=True, ge=-2.0, le=2.0)] = 0.0
     """OpenAI's: subtracted from a token's logit once per time it already occurs in the reply."""
@@ -196,11 +190,6 @@ class _GenerationRequest(BaseModel):
     def _stop_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("temperature")
-    @classmethod
-    def _greedy_when_cold(cls, value: float) -> float:
-        return 0.0 if value < MIN_TEMPERATURE else value
-
     @property
     def stop_sequences(self) -> list[str]:
         """`stop` as a list (empty when None)."""
@@ -215,6 +204,20 @@ class _GenerationRequest(BaseModel):
     def include_usage(self) -> bool:
         """Whether a streamed response ends with a usage chunk."""
         return self.stream_options is not None and self.stream_options.include_usage
+
+    def sampling_params(self) -> SamplingParams:
+        """How to decode this request: its sampling fields, `n` and the logprobs asked for."""
+        return SamplingParams(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(self.stop_sequences),
+            seed=self.seed,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            n=self.n,
+            logprobs=self.logprob_k,
+        )
 
 
 class ChatCompletionRequest(_GenerationRequest):
@@ -326,7 +329,6 @@ class Usage(BaseModel):
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
-    refusal: str | None = None
 
 
 class TopLogprob(BaseModel):
@@ -363,7 +365,22 @@ class Choice(BaseModel):
     finish_reason: FinishReason
 
 
-class ChatCompletion(BaseModel):
+class _Sent(BaseModel):
+    """A response model as the server sends it: fields that are None are left out (OpenAI leaves out
+    what does not apply), unless the model keeps them (`_keep_none`)."""
+
+    _keep_none: ClassVar[bool] = False
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of a plain (non-streamed) response."""
+        return self.model_dump(exclude_none=not self._keep_none)
+
+    def sse(self) -> str:
+        """This object as one server-sent event (the stream ends with `SSE_DONE`)."""
+        return f"data: {self.model_dump_json(exclude_none=not self._keep_none)}\n\n"
+
+
+class ChatCompletion(_Sent):
     """Response of a non-streamed chat completion."""
 
     id: str = Field(default_factory=new_completion_id)
@@ -372,7 +389,6 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
-    system_fingerprint: str | None = None
     qtha: QthaInfo
 
 
@@ -394,7 +410,7 @@ class ChunkChoice(BaseModel):
     finish_reason: FinishReason | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(_Sent):
     """One server-sent event of a streamed completion (`data: {json}`); the stream ends `data: [DONE]`.
 
     Every chunk of one completion shares `id` and `created`. OpenAI sends the role in the first
@@ -408,15 +424,11 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-    system_fingerprint: str | None = None
     qtha: QthaInfo | None = None
-
-    def sse(self) -> str:
-        """This chunk as one server-sent event."""
-        return f"data: {self.model_dump_json()}\n\n"
 
 
 SSE_DONE = "data: [DONE]\n\n"
+"""The last server-sent event of every stream, as OpenAI sends it."""
 
 
 class TextChoice(BaseModel):
@@ -426,7 +438,7 @@ class TextChoice(BaseModel):
     finish_reason: FinishReason | None = None
 
 
-class TextCompletion(BaseModel):
+class TextCompletion(_Sent):
     """Response of `POST /v1/completions`, and (with text deltas, `usage` only at the end) each of its
     streamed events: OpenAI streams the same object, `choices: []` with `usage` last when
     `stream_options.include_usage` is set."""
@@ -437,7 +449,6 @@ class TextCompletion(BaseModel):
     model: str
     choices: list[TextChoice]
     usage: Usage | None = None
-    system_fingerprint: str | None = None
     qtha: QthaInfo | None = None
 
 
@@ -466,8 +477,11 @@ class ErrorDetail(BaseModel):
     param: str | None = None
 
 
-class ErrorResponse(BaseModel):
-    """The one error shape, for every error status."""
+class ErrorResponse(_Sent):
+    """The one error shape, for every error status and for an error inside a stream; `code` and
+    `param` are always sent (null when they do not apply), as OpenAI does."""
+
+    _keep_none: ClassVar[bool] = True
 
     error: ErrorDetail
 

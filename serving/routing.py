@@ -8,7 +8,7 @@ and that centroid:
     s_d   = <e(text), c_d>                        cosine in [-1, 1]
     s_math += MATH_BONUS  when the text holds arithmetic (operators, %, prices, or 3+ numbers)
 
-The domain with the highest score wins; when no adapter serves it, the answer is 'base'. There is no
+The domain with the highest score wins; when no adapter serves it, the base model answers. There is no
 "none of the above": small talk ("hello") goes to whichever domain it is nearer, which is harmless
 since both adapters still answer general chat.
 
@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from quantum_adapters.domains import COUNSELING, DOMAINS, MATH
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["BASE", "DEFAULT_EXEMPLARS", "DOMAIN_ALIASES", "MATH_BONUS", "DomainRouter"]
-
-BASE = "base"
+__all__ = ["DEFAULT_EXEMPLARS", "MATH_BONUS", "DomainRouter"]
 
 DEFAULT_EXEMPLARS: dict[str, list[str]] = {
-    "counseling": [
+    COUNSELING.name: [
         "I've been feeling really anxious lately and I can't stop worrying",
         "My partner and I keep fighting and I don't know what to do",
         "I feel lonely and I have no one to talk to",
@@ -55,7 +55,7 @@ DEFAULT_EXEMPLARS: dict[str, list[str]] = {
         "I'm struggling to accept my sexuality",
         "Is it normal to feel this way after a breakup?",
     ],
-    "math": [
+    MATH.name: [
         "A store sells pencils at 3 for $1. How much do 12 pencils cost?",
         "If a train travels 60 miles per hour for 2.5 hours, how far does it go?",
         "What is 15% of 80?",
@@ -72,12 +72,6 @@ DEFAULT_EXEMPLARS: dict[str, list[str]] = {
     ],
 }
 """Short, typical user messages per domain (written for this project, not taken from any data set)."""
-
-DOMAIN_ALIASES: dict[str, tuple[str, ...]] = {
-    "counseling": ("counseling", "counselling", "mental-health"),
-    "math": ("math", "maths", "gsm8k"),
-}
-"""Adapter names accepted as serving a domain, in order of preference."""
 
 MATH_BONUS = 0.1
 """Added to the math score when the text holds arithmetic (an operator between numbers, a percentage,
@@ -126,19 +120,21 @@ class DomainRouter:
         """Score of `text` for every domain (cosine to its centroid, plus the math bonus)."""
         sims = self._embed([text[:2000]])[0] @ self._centroids.T  # (K,)
         out = {d: float(s) for d, s in zip(self.domains, sims, strict=True)}
-        if "math" in out and _has_arithmetic(text):
-            out["math"] += MATH_BONUS
+        if MATH.name in out and _has_arithmetic(text):
+            out[MATH.name] += MATH_BONUS
         return out
 
-    def route(self, text: str, available: Sequence[str]) -> tuple[str, dict[str, float]]:
+    def route(self, text: str, available: Sequence[str]) -> tuple[str | None, dict[str, float]]:
         """Return (adapter name to use, per-domain scores).
 
-        The adapter name is one of `available` that serves the winning domain (its own name or an
-        alias in `DOMAIN_ALIASES`), or 'base' when none does.
+        The adapter name is the first of the winning domain's names (`Domain.aliases`, or the exemplars'
+        domain name itself for a domain `quantum_adapters.domains` does not know) that is in
+        `available`, or None when none is (the caller answers with the base model).
         """
         scores = self.scores(text)
         domain = max(scores, key=scores.__getitem__)
-        for name in DOMAIN_ALIASES.get(domain, (domain,)):
+        known = DOMAINS.get(domain)
+        for name in known.aliases if known else (domain,):
             if name in available:
                 return name, scores
-        return BASE, scores
+        return None, scores

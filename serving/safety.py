@@ -20,7 +20,8 @@ a sentence embedder):
     engine: crisis -> crisis_reply(locale, category, language): the category's resources first (in the
             user's language too, for zh / es / fr), no generated text;
             diagnosis / medication in the counselling domain -> decline_reply(kind);
-            every generated text -> final_check() (drops sentences giving self-harm means).
+            every generated text, as it streams -> StreamingFinalCheck (drops sentences giving
+            self-harm means); needs_disclosure() -> the reply ends with AI_DISCLOSURE.
 
 Categories (serving.risk.CATEGORIES): suicide_self_harm, overdose_injury, danger_from_others,
 child_at_risk, sexual_assault, harm_to_others. Nothing here stores message content; `SafetyCounters`
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+
+from quantum_adapters.domains import is_counseling
 
 from .risk import (
     CATEGORIES,
@@ -55,7 +58,6 @@ from .safety_embedder import is_multilingual
 __all__ = [
     "AI_DISCLOSURE",
     "CATEGORIES",
-    "COUNSELING_DOMAINS",
     "CRISIS_EXEMPLARS",
     "CRISIS_RESOURCES",
     "DEFAULT_CRISIS_THRESHOLD",
@@ -68,15 +70,11 @@ __all__ = [
     "crisis_reply",
     "crisis_resources",
     "decline_reply",
-    "final_check",
     "latest_user_text",
-    "wrap_reply",
+    "needs_disclosure",
 ]
 
 SafetyKind = Literal["crisis", "diagnosis", "medication"]
-
-COUNSELING_DOMAINS = frozenset({"counseling", "counselling"})
-"""Domain / adapter names treated as the counselling domain (both spellings)."""
 
 # ---------------------------------------------------------------------------------------------------
 # Resources and fixed texts
@@ -492,10 +490,6 @@ class SafetyLayer:
         """`decline_reply` for this layer's locale."""
         return decline_reply(kind, self.locale)
 
-    def wrap_reply(self, text: str, assessment: SafetyAssessment, domain: str) -> str:
-        """`wrap_reply` for this layer's locale."""
-        return wrap_reply(text, assessment, domain, self.locale)
-
 
 # ---------------------------------------------------------------------------------------------------
 # Output side
@@ -527,8 +521,7 @@ _MEANS_PATTERNS: tuple[re.Pattern[str], ...] = (
         _I,
     ),
 )
-# A sentence ends at [.!?] followed by whitespace or the end (so "3.5 g" stays whole), or at a newline.
-_OUT_SENTENCE = re.compile(r"(?s).*?(?:[.!?]+(?=\s|\Z)|\n|\Z)")
+# A sentence ends at [.!?] followed by whitespace (so "3.5 g" stays whole), at a newline, or at the end.
 _STREAM_BOUNDARY = re.compile(r"[.!?]+(?=\s)|\n")
 
 
@@ -537,12 +530,17 @@ def _gives_means(sentence: str) -> bool:
 
 
 class StreamingFinalCheck:
-    """`final_check` for streamed text: holds each delta back until its sentence is complete.
+    """The output check on streamed text: replaces every sentence that could give self-harm means with
+    one notice, holding each delta back until its sentence is complete.
+
+    Conservative on purpose: a sentence is removed when it pairs an amount (mg, g, pills, "a whole
+    bottle", ...) with a harm word (lethal, overdose, die, ...), or describes a method ("how to ...
+    kill yourself", "slit", "noose", ...). A medically harmless sentence can be removed too; that is
+    the intended trade-off. Consecutive removed sentences become a single notice.
 
     Use: `safe = check.feed(delta)` for each generated delta (send `safe`, possibly ''), then
-    `check.flush()` at the end. Everything returned, concatenated, equals `final_check(full_text)`.
-    A sentence that gives self-harm means is replaced by one notice (consecutive ones by a single
-    notice); `removed` counts the sentences removed (for `SafetyCounters`).
+    `check.flush()` at the end; however the text is split into deltas, the concatenation is the
+    same. `removed` counts the sentences removed (for `SafetyCounters`).
     """
 
     def __init__(self) -> None:
@@ -577,38 +575,10 @@ class StreamingFinalCheck:
         return self._emit(rest) if rest else ""
 
 
-def final_check(text: str) -> str:
-    """Replace every sentence of generated `text` that could give self-harm means with one notice.
-
-    Conservative on purpose: a sentence is removed when it pairs an amount (mg, g, pills, "a whole
-    bottle", ...) with a harm word (lethal, overdose, die, ...), or describes a method ("how to ...
-    kill yourself", "slit", "noose", ...). A medically harmless sentence can be removed too; that is
-    the intended trade-off. Consecutive removed sentences become a single notice.
-    """
-    check = StreamingFinalCheck()
-    return "".join(check._emit(m.group(0)) for m in _OUT_SENTENCE.finditer(text) if m.group(0))
-
-
-def wrap_reply(text: str, assessment: SafetyAssessment, domain: str, locale: str | None = "US") -> str:
-    """Make a generated reply safe to send.
-
-    - `final_check` is applied to `text` (idempotent).
-    - On a crisis (in any domain) the reply LEADS with the resources of the assessment's categories
-      for `locale` (suicide and self-harm when it names none).
-    - In the counselling domain, or whenever a safety kind was detected, the one-line `AI_DISCLOSURE`
-      is appended (once).
-    """
-    body = final_check(text).strip()
-    parts = []
-    if assessment.crisis:
-        for category in assessment.categories or (assessment.category or "suicide_self_harm",):
-            line = crisis_resources(locale, category)
-            if line not in body:
-                parts.append(line)
-    parts.append(body)
-    if (domain in COUNSELING_DOMAINS or assessment.kind is not None) and AI_DISCLOSURE not in body:
-        parts.append(AI_DISCLOSURE)
-    return "\n\n".join(p for p in parts if p)
+def needs_disclosure(domain: str | None, assessment: SafetyAssessment) -> bool:
+    """Whether a generated reply ends with `AI_DISCLOSURE` (once): in the counselling domain, or
+    whenever the message raised a safety kind."""
+    return is_counseling(domain) or assessment.kind is not None
 
 
 # ---------------------------------------------------------------------------------------------------

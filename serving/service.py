@@ -23,15 +23,18 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import BASE, Engine, TokenLogprob
+from quantum_adapters.domains import MATH, canonical
+
+from .engine import BASE, Engine, TokenLogprob, one_choice
 from .safety import (
     AI_DISCLOSURE,
-    COUNSELING_DOMAINS,
     SafetyAssessment,
     SafetyCounters,
     SafetyLayer,
     StreamingFinalCheck,
+    needs_disclosure,
 )
+from .sampling import SamplingParams
 
 __all__ = ["AUTO", "ChatResult", "ChatService", "UnknownModel"]
 
@@ -95,10 +98,12 @@ class ChatService:
         return [AUTO, *self.engine.names]
 
     def domain_of(self, adapter: str) -> str | None:
-        return None if adapter == BASE else self.engine.info(adapter).get("domain")
+        """The canonical domain ``adapter`` was trained on (its manifest's), or None (base, or a
+        domain :mod:`quantum_adapters.domains` does not know)."""
+        return None if adapter == BASE else canonical(self.engine.info(adapter).get("domain"))
 
     def _domains(self) -> dict[str, str]:
-        """domain -> adapter name (the first adapter trained on that domain)."""
+        """canonical domain -> adapter name (the first adapter trained on that domain)."""
         out: dict[str, str] = {}
         for name in self.engine.adapters:
             domain = self.domain_of(name)
@@ -136,36 +141,31 @@ class ChatService:
 
     # ---- completion -----------------------------------------------------------------------------
     def stream(
-        self, messages: list[dict[str, str]], model: str = AUTO, **kw: Any
+        self,
+        messages: list[dict[str, str]],
+        model: str = AUTO,
+        params: SamplingParams | None = None,
+        **kw: Any,
     ) -> Iterator[str | ChatResult]:
         """Yield safe text deltas, then one final :class:`ChatResult` (one choice of
-        :meth:`stream_choices`, whose keyword arguments it takes)."""
-        choices = self.stream_choices(messages, model, n=1, **kw)
-        with closing(choices):
-            for _, part in choices:
-                yield part
+        :meth:`stream_choices`, whose keyword arguments it takes; ``params.n`` must be 1)."""
+        return one_choice(self.stream_choices(messages, model, (params or SamplingParams()).single(), **kw))
 
     def stream_choices(
         self,
         messages: list[dict[str, str]],
         model: str = AUTO,
+        params: SamplingParams | None = None,
         *,
-        n: int = 1,
-        logprobs: int | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: str | list[str] | None = None,
-        seed: int | None = None,
         cancel: threading.Event | None = None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
         consent: bool = False,
         conversation_id: str | None = None,
     ) -> Iterator[tuple[int, str | ChatResult]]:
-        """``n`` answers to one conversation: yield ``(choice index, safe text delta)``, and
+        """``params.n`` answers to one conversation: yield ``(choice index, safe text delta)``, and
         ``(index, ChatResult)`` as each choice ends. The message is assessed (and a safety event
         counted) once; every choice passes the streaming means filter and gets the disclosure."""
+        params = params or SamplingParams()
+        n = params.n
         adapter, routed, scores = self.choose(model, messages)
         domain = self.domain_of(adapter)
         assessment: SafetyAssessment = self.safety.assess(messages)
@@ -183,7 +183,7 @@ class ChatService:
         # Crises are answered in every domain. Diagnosis and dosing requests are declined where the
         # model would otherwise advise on them (counselling, base); a math adapter answers its word
         # problems about pills or doses as arithmetic.
-        declines = assessment.kind in ("diagnosis", "medication") and domain != "math"
+        declines = assessment.kind in ("diagnosis", "medication") and domain != MATH.name
         if assessment.crisis or declines:
             # No generation at all: the reply is ours, leads with resources or declines kindly.
             text = (
@@ -199,21 +199,8 @@ class ChatService:
                 yield i, result
         else:
             checks = [StreamingFinalCheck() for _ in range(n)]
-            needs_disclosure = domain in COUNSELING_DOMAINS or assessment.kind is not None
-            generated = self.engine.stream_choices(
-                messages,
-                adapter,
-                n=n,
-                logprobs=logprobs,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                stop=stop,
-                seed=seed,
-                cancel=cancel,
-                frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty,
-            )
+            disclose = needs_disclosure(domain, assessment)
+            generated = self.engine.stream_choices(messages, adapter, params, cancel=cancel)
             with closing(generated):
                 for i, part in generated:
                     result, check = results[i], checks[i]
@@ -226,7 +213,7 @@ class ChatService:
                     extra = check.flush()
                     if check.removed:
                         self.counters.record("means_removed", check.removed)
-                    if needs_disclosure and AI_DISCLOSURE not in result.text + extra:
+                    if disclose and AI_DISCLOSURE not in result.text + extra:
                         extra = extra.rstrip() + "\n\n" + AI_DISCLOSURE
                     if extra:
                         result.text += extra
@@ -258,11 +245,15 @@ class ChatService:
         first = results[0]
         self.chatlog.record(conversation_id or first.id, messages, first.text, first.adapter, consent=True)
 
-    def complete(self, messages: list[dict[str, str]], model: str = AUTO, **kw: Any) -> ChatResult:
-        """Non-streaming: the final :class:`ChatResult`."""
-        last = None
-        for part in self.stream(messages, model, **kw):
-            last = part
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        model: str = AUTO,
+        params: SamplingParams | None = None,
+        **kw: Any,
+    ) -> ChatResult:
+        """Non-streaming: the final :class:`ChatResult` of :meth:`stream`."""
+        *_, last = self.stream(messages, model, params, **kw)
         assert isinstance(last, ChatResult)
         return last
 

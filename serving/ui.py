@@ -11,19 +11,22 @@ from typing import Any
 
 import gradio as gr
 
+from quantum_adapters.domains import DOMAINS
+
 from .engine import BASE
 from .risk import CATEGORIES
 from .safety import AI_DISCLOSURE, crisis_resources
+from .sampling import SamplingParams
 from .service import AUTO, ChatResult, ChatService
 
-__all__ = ["DOMAIN_CHOICES", "build_ui", "model_for_domain"]
+__all__ = ["DOMAIN_CHOICES", "UI_DECODING", "build_ui", "model_for_domain"]
 
 DOMAIN_CHOICES = [
     ("Auto (route by topic)", AUTO),
-    ("Counselling", "counseling"),
-    ("Math", "math"),
+    *((domain.label, domain.name) for domain in DOMAINS.values()),
     ("Base model", BASE),
 ]
+"""The domain selector: (label, value); a domain's value is its canonical name."""
 
 
 def model_for_domain(service: ChatService, domain: str) -> str:
@@ -40,7 +43,7 @@ def model_for_domain(service: ChatService, domain: str) -> str:
 
 # The page decodes greedily (the same message gets the same reply) with OpenAI's frequency penalty:
 # small models decoding greedily fall into repeating a sentence until max_tokens, which the penalty stops.
-UI_DECODING = {"max_tokens": 256, "temperature": 0.0, "frequency_penalty": 0.5}
+UI_DECODING = SamplingParams(max_tokens=256, temperature=0.0, frequency_penalty=0.5)
 
 
 def _banner(safety: dict[str, Any], locale: str) -> str:
@@ -69,7 +72,7 @@ def build_ui(get_service: Callable[[], ChatService], locale: str = "US") -> gr.B
         yield history, "", "…", gr.update(visible=False)
         model = model_for_domain(service, domain)
         text = ""
-        for part in service.stream(conversation, model, **UI_DECODING):
+        for part in service.stream(conversation, model, UI_DECODING):
             if isinstance(part, ChatResult):
                 routed = " (chosen automatically)" if part.routed else ""
                 answered = f"Answered by **{part.adapter}**{routed}."

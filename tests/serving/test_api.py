@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -103,6 +104,85 @@ def test_streaming_is_server_sent_events(client):
     assert text == plain["choices"][0]["message"]["content"]
 
 
+def _events(client, body: dict) -> list[str]:
+    """The data lines of a streamed response, as sent (the raw bytes, split at blank lines)."""
+    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as resp:
+        assert resp.status_code == 200, resp.read()
+        raw = b"".join(resp.iter_bytes()).decode("utf-8")
+    assert raw.endswith("\n\n") and all(e.startswith("data: ") for e in raw.split("\n\n")[:-1])
+    return [e.removeprefix("data: ") for e in raw.split("\n\n")[:-1]]
+
+
+def test_include_usage_ends_the_stream_with_a_usage_chunk(client):
+    ask = _chat("Count to three", temperature=0)
+    events = _events(client, {**ask, "stream_options": {"include_usage": True}})
+    assert events[-1] == "[DONE]"
+    usage_chunk = json.loads(events[-2])
+    assert usage_chunk["choices"] == [] and set(usage_chunk) == {
+        "id",
+        "object",
+        "created",
+        "model",
+        "choices",
+        "usage",
+    }
+    plain = client.post("/v1/chat/completions", json=ask).json()
+    assert usage_chunk["usage"] == plain["usage"]  # the same counts as the plain answer
+    assert all("usage" not in json.loads(e) for e in events[:-2])
+    without = _events(client, ask)
+    assert without[-1] == "[DONE]" and all("usage" not in json.loads(e) for e in without[:-1])
+    assert [json.loads(e)["choices"] for e in without[:-1]] == [json.loads(e)["choices"] for e in events[:-2]]
+
+
+def test_what_is_sent_has_only_the_keys_that_apply(client):
+    """The keys of the real bodies: None-valued fields (logprobs not asked for, no usage mid-stream)
+    are left out, and every chunk and choice has the keys OpenAI's clients read."""
+    plain = client.post("/v1/chat/completions", json=_chat("2+2?", temperature=0)).json()
+    assert set(plain) == {"id", "object", "created", "model", "choices", "usage", "qtha"}
+    assert set(plain["choices"][0]) == {"index", "message", "finish_reason"}
+    assert set(plain["choices"][0]["message"]) == {"role", "content"}
+    chunks = [json.loads(e) for e in _events(client, _chat("2+2?", temperature=0))[:-1]]
+    assert chunks[0]["choices"][0] == {"index": 0, "delta": {"role": "assistant", "content": ""}}
+    assert all(set(c) == {"id", "object", "created", "model", "choices"} for c in chunks[:-1])
+    assert set(chunks[-1]) == {"id", "object", "created", "model", "choices", "qtha"}
+    assert set(chunks[-1]["choices"][0]) == {"index", "delta", "finish_reason"}
+    with_logprobs = client.post("/v1/chat/completions", json=_chat("2+2?", temperature=0, logprobs=True))
+    assert set(with_logprobs.json()["choices"][0]) == {"index", "message", "logprobs", "finish_reason"}
+
+
+class _Failing(ChatService):
+    """The real service, except that generation raises (and routing does, for model 'explode')."""
+
+    def choose(self, model, messages):
+        if model == "explode":
+            raise RuntimeError("secret detail")
+        return super().choose(model, messages)
+
+    def stream_choices(self, *args, **kwargs):
+        raise RuntimeError("secret detail")
+        yield  # a generator, as the real one is
+
+
+def test_failures_are_sent_in_the_one_error_shape_without_their_detail(service):
+    with _client(_Failing(service.engine)) as c:
+        plain = c.post("/v1/chat/completions", json=_chat("hi"))
+        assert plain.status_code == 500 and _error_shape(plain)["code"] == "internal_error"
+        routed = c.post("/v1/chat/completions", json=_chat("hi", model="explode"))
+        assert routed.status_code == 500 and _error_shape(routed)["message"] == "internal server error"
+        events = _events(c, _chat("hi"))
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])
+    assert error == {
+        "error": {
+            "message": "generation failed",
+            "type": "server_error",
+            "code": "internal_error",
+            "param": None,
+        }
+    }
+    assert "secret detail" not in plain.text + routed.text + "".join(events)
+
+
 def test_auth_is_required(service):
     with _client(service, api_keys=(KEY,)) as c:
         assert c.get("/v1/models").status_code == 401
@@ -170,9 +250,12 @@ def test_medication_dose_request_is_declined(client):
     body = client.post(
         "/v1/chat/completions", json=_chat("How many mg of sertraline should I take?", model="counseling")
     ).json()
-    text = body["choices"][0]["message"]["content"].lower()
-    assert body["qtha"]["safety"]["kind"] == "medication"
-    assert "ai" in text and ("doctor" in text or "pharmacist" in text or "prescriber" in text)
+    text = body["choices"][0]["message"]["content"]
+    assert (
+        body["qtha"]["safety"]["kind"] == "medication" and body["qtha"]["safety"]["handled"] == "fixed_reply"
+    )
+    assert "I'm an AI assistant, not a doctor or pharmacist" in text and re.search(r"\bAI\b", text)
+    assert "prescriber" in text and body["usage"]["completion_tokens"] == 0
 
 
 def test_auto_routes_by_topic(client):

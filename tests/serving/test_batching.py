@@ -13,6 +13,7 @@ import torch
 
 from serving.batching import _stop_prefix
 from serving.engine import BASE, Engine
+from serving.sampling import SamplingParams
 
 PROMPTS = [
     [{"role": "user", "content": "What is 3 + 4?"}],
@@ -24,6 +25,11 @@ PROMPTS = [
 # The tiny random model's greedy reply is blank lines; a frequency penalty makes greedy replies varied
 # text, so comparing them means something (and exercises per-row logits processors).
 VARIED = {"frequency_penalty": 1.0}
+
+
+def _call(messages: list[dict], adapter: str, **params) -> dict:
+    """Keyword arguments of ``engine.generate``/``stream`` for one request."""
+    return {"messages": messages, "adapter": adapter, "params": SamplingParams(**params)}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,7 @@ def test_a_request_alone_decodes_what_transformers_generate_decodes(engine):
     token, for an adapter and the base."""
     from transformers import LogitsProcessorList
 
-    from serving.batching import _Penalties
+    from serving.sampling import Penalties
 
     for adapter in ("math", BASE):
         ids = engine.prompt_ids(PROMPTS[1], adapter)
@@ -70,12 +76,12 @@ def test_a_request_alone_decodes_what_transformers_generate_decodes(engine):
                 max_new_tokens=12,
                 do_sample=False,
                 logits_processor=LogitsProcessorList(
-                    [_Penalties(len(ids), **{"frequency": 1.0, "presence": 0})]
+                    [Penalties(len(ids), frequency=1.0, presence=0)]
                 ),
                 pad_token_id=engine.tokenizer.pad_token_id,
             )
         expected = engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
-        got = engine.generate(PROMPTS[1], adapter, max_tokens=12, **VARIED)
+        got = engine.generate(**_call(PROMPTS[1], adapter, max_tokens=12, **VARIED))
         assert (got.text, got.completion_tokens) == (expected, out.shape[1] - len(ids))
 
 
@@ -92,10 +98,7 @@ def test_batched_logits_equal_a_full_forward_of_each_sequence(engine, monkeypatc
 
     monkeypatch.setattr(engine.scheduler, "_sample", record)
     adapters = ["counseling", BASE, "math", "counseling"]
-    calls = [
-        {"messages": p, "adapter": a, "max_tokens": n}
-        for p, a, n in zip(PROMPTS, adapters, [6, 9, 4, 7], strict=True)
-    ]
+    calls = [_call(p, a, max_tokens=n) for p, a, n in zip(PROMPTS, adapters, [6, 9, 4, 7], strict=True)]
     _together(engine, calls)
     assert len(seen) == len(calls)
     for row, logits in seen.values():
@@ -106,7 +109,7 @@ def test_batched_logits_equal_a_full_forward_of_each_sequence(engine, monkeypatc
 
 
 def test_greedy_batched_equals_greedy_alone(engine):
-    calls = [{"messages": p, "adapter": "math", "max_tokens": 12, **VARIED} for p in PROMPTS]
+    calls = [_call(p, "math", max_tokens=12, **VARIED) for p in PROMPTS]
     alone = [engine.generate(**c) for c in calls]
     _reset(engine)
     batched = _together(engine, calls)
@@ -119,10 +122,7 @@ def test_mixed_adapters_and_base_in_one_batch_equal_alone(engine):
     """QTHA adapters and the base share a forward pass; the LoRA adapter (another PEFT type, its own
     model copy) runs in its own batch in the same steps."""
     adapters = ["counseling", "math", BASE, "math-lora"]
-    calls = [
-        {"messages": p, "adapter": a, "max_tokens": 10, **VARIED}
-        for p, a in zip(PROMPTS, adapters, strict=True)
-    ]
+    calls = [_call(p, a, max_tokens=10, **VARIED) for p, a in zip(PROMPTS, adapters, strict=True)]
     alone = [engine.generate(**c) for c in calls]
     _reset(engine)
     batched = _together(engine, calls)
@@ -159,8 +159,8 @@ def test_unknown_adapter_name_in_a_mixed_batch_is_refused(engine):
 
 
 def test_a_request_joins_the_running_batch_and_others_are_unaffected(engine):
-    long = {"messages": PROMPTS[1], "adapter": "counseling", "max_tokens": 24, **VARIED}
-    late = {"messages": PROMPTS[0], "adapter": "math", "max_tokens": 6, **VARIED}
+    long = _call(PROMPTS[1], "counseling", max_tokens=24, **VARIED)
+    late = _call(PROMPTS[0], "math", max_tokens=6, **VARIED)
     alone = engine.generate(**long), engine.generate(**late)
     _reset(engine)
     steps0 = engine.scheduler.steps
@@ -175,10 +175,7 @@ def test_a_request_joins_the_running_batch_and_others_are_unaffected(engine):
 
 
 def test_finished_rows_leave_and_the_rest_go_on(engine):
-    calls = [
-        {"messages": p, "adapter": "math", "max_tokens": n, **VARIED}
-        for p, n in zip(PROMPTS, [3, 16, 7, 11], strict=True)
-    ]
+    calls = [_call(p, "math", max_tokens=n, **VARIED) for p, n in zip(PROMPTS, [3, 16, 7, 11], strict=True)]
     alone = [engine.generate(**c) for c in calls]
     batched = _together(engine, calls)
     assert [g.completion_tokens for g in batched] == [3, 16, 7, 11]
@@ -187,10 +184,10 @@ def test_finished_rows_leave_and_the_rest_go_on(engine):
 
 
 def test_cancel_leaves_the_batch_at_the_next_step(engine):
-    other = {"messages": PROMPTS[0], "adapter": "math", "max_tokens": 20, **VARIED}
+    other = _call(PROMPTS[0], "math", max_tokens=20, **VARIED)
     expected = engine.generate(**other)
     cancel = threading.Event()
-    stream = engine.stream(PROMPTS[1], "counseling", max_tokens=200, cancel=cancel)
+    stream = engine.stream(PROMPTS[1], "counseling", SamplingParams(max_tokens=200), cancel=cancel)
     next(stream)
     result: dict = {}
     thread = threading.Thread(target=lambda: result.setdefault("g", engine.generate(**other)))
@@ -203,22 +200,22 @@ def test_cancel_leaves_the_batch_at_the_next_step(engine):
 
 
 def test_closing_the_stream_frees_the_row(engine):
-    stream = engine.stream(PROMPTS[1], BASE, max_tokens=300)
+    stream = engine.stream(PROMPTS[1], BASE, SamplingParams(max_tokens=300))
     next(stream)
     stream.close()  # the reader went away without a cancel event
-    engine.generate(PROMPTS[0], BASE, max_tokens=2)  # a step has run since
+    engine.generate(PROMPTS[0], BASE, SamplingParams(max_tokens=2))  # a step has run since
     assert engine.scheduler.running == 0
 
 
 def test_seeded_sampling_is_the_same_alone_and_in_a_batch(engine):
-    sampled = {"messages": PROMPTS[2], "adapter": "counseling", "max_tokens": 12, "temperature": 1.0}
-    alone = engine.generate(**sampled, top_p=0.9, seed=7)
-    again = engine.generate(**sampled, top_p=0.9, seed=7)
-    other_seed = engine.generate(**sampled, top_p=0.9, seed=8)
+    sampled = {"max_tokens": 12, "temperature": 1.0, "top_p": 0.9}
+    alone = engine.generate(**_call(PROMPTS[2], "counseling", **sampled, seed=7))
+    again = engine.generate(**_call(PROMPTS[2], "counseling", **sampled, seed=7))
+    other_seed = engine.generate(**_call(PROMPTS[2], "counseling", **sampled, seed=8))
     calls = [
-        {**sampled, "top_p": 0.9, "seed": 7},
-        {"messages": PROMPTS[0], "adapter": "math", "max_tokens": 12, "temperature": 0.8, "seed": 1},
-        {"messages": PROMPTS[1], "adapter": BASE, "max_tokens": 5},
+        _call(PROMPTS[2], "counseling", **sampled, seed=7),
+        _call(PROMPTS[0], "math", max_tokens=12, temperature=0.8, seed=1),
+        _call(PROMPTS[1], BASE, max_tokens=5),
     ]
     batched = _together(engine, calls)
     assert alone.text == again.text == batched[0].text
@@ -226,14 +223,14 @@ def test_seeded_sampling_is_the_same_alone_and_in_a_batch(engine):
 
 
 def test_stop_strings_and_max_tokens_per_row(engine):
-    free = engine.generate(PROMPTS[1], "counseling", max_tokens=16, **VARIED)
+    free = engine.generate(**_call(PROMPTS[1], "counseling", max_tokens=16, **VARIED))
     i = len(free.text) // 2
     stop = free.text[i : i + 2]
     assert stop.strip(), free.text  # a visible stop string from the middle of the reply
     calls = [
-        {"messages": PROMPTS[1], "adapter": "counseling", "max_tokens": 16, "stop": [stop], **VARIED},
-        {"messages": PROMPTS[1], "adapter": "counseling", "max_tokens": 16, **VARIED},
-        {"messages": PROMPTS[0], "adapter": "math", "max_tokens": 4},
+        _call(PROMPTS[1], "counseling", max_tokens=16, stop=[stop], **VARIED),
+        _call(PROMPTS[1], "counseling", max_tokens=16, **VARIED),
+        _call(PROMPTS[0], "math", max_tokens=4),
     ]
     parts: list = []
     thread = threading.Thread(target=lambda: parts.extend(engine.stream(**calls[0])))
@@ -258,7 +255,7 @@ def test_rows_and_token_budget_bound_the_batch(tiny_chat_model_dir):
     """At most ``max_batch`` rows decode together; a request that would take the padded cache over
     ``max_batch_tokens`` waits for rows to leave; all of them finish."""
     small = Engine(str(tiny_chat_model_dir), max_batch=2)
-    calls = [{"messages": p, "adapter": BASE, "max_tokens": 6} for p in PROMPTS]
+    calls = [_call(p, BASE, max_tokens=6) for p in PROMPTS]
     out = _together(small, calls)
     assert small.scheduler.max_rows_seen == 2 and all(g.completion_tokens == 6 for g in out)
     span = max(len(small.prompt_ids(p, BASE)) for p in PROMPTS) + 6

@@ -9,6 +9,7 @@ import torch
 
 from quantum_adapters.artifact import ArtifactError
 from serving.engine import BASE, Engine, Generation
+from serving.sampling import Penalties, SamplingParams
 
 
 @pytest.fixture(scope="module")
@@ -32,38 +33,38 @@ def test_frozen_tensors_do_not_require_grad(engine):
 
 
 def test_greedy_generation_is_deterministic_and_counts_tokens(engine):
-    a = engine.generate(MSG, "math", max_tokens=8)
-    b = engine.generate(MSG, "math", max_tokens=8)
+    a = engine.generate(MSG, "math", SamplingParams(max_tokens=8))
+    b = engine.generate(MSG, "math", SamplingParams(max_tokens=8))
     assert isinstance(a, Generation) and a.text == b.text
     assert a.completion_tokens <= 8 and a.prompt_tokens > 5
     assert a.finish_reason in ("stop", "length")
 
 
 def test_openai_penalties_subtract_counts_of_generated_tokens_only():
-    from serving.batching import _Penalties
-
     ids = torch.tensor([[5, 6, 1, 1, 2]])  # prompt [5, 6], generated [1, 1, 2]
     scores = torch.zeros(1, 8)
-    out = _Penalties(2, frequency=0.5, presence=0.25)(ids, scores)
+    out = Penalties(2, frequency=0.5, presence=0.25)(ids, scores)
     expected = torch.zeros(1, 8)
     expected[0, 1] = -(0.5 * 2 + 0.25)
     expected[0, 2] = -(0.5 * 1 + 0.25)
     torch.testing.assert_close(out, expected)  # prompt tokens 5 and 6 are not penalised
-    assert _Penalties(5, 1.0, 1.0)(ids, scores) is scores  # nothing generated yet
+    assert Penalties(5, 1.0, 1.0)(ids, scores) is scores  # nothing generated yet
 
 
 def test_penalties_reach_generation(engine):
     """The tiny random model repeats itself under greedy decoding; a strong presence penalty makes every
     generated token new."""
-    plain = engine.generate(MSG, BASE, max_tokens=12)
-    penalised = engine.generate(MSG, BASE, max_tokens=12, presence_penalty=2.0, frequency_penalty=2.0)
+    plain = engine.generate(MSG, BASE, SamplingParams(max_tokens=12))
+    penalised = engine.generate(
+        MSG, BASE, SamplingParams(max_tokens=12, presence_penalty=2.0, frequency_penalty=2.0)
+    )
     ids = engine.tokenizer(penalised.text, add_special_tokens=False)["input_ids"]
     assert penalised.text != plain.text
     assert len(set(engine.tokenizer(plain.text, add_special_tokens=False)["input_ids"])) < len(set(ids))
 
 
 def test_stream_deltas_concatenate_to_the_text(engine):
-    parts = list(engine.stream(MSG, BASE, max_tokens=6))
+    parts = list(engine.stream(MSG, BASE, SamplingParams(max_tokens=6)))
     final = parts[-1]
     assert isinstance(final, Generation)
     assert "".join(p for p in parts[:-1]) == final.text
@@ -72,14 +73,14 @@ def test_stream_deltas_concatenate_to_the_text(engine):
 def test_batch_generation_matches_single(engine):
     convs = [MSG, [{"role": "user", "content": "Tell me about your day, please, in some detail."}]]
     batch = engine.generate_batch(convs, "math", max_tokens=6, batch_size=2)
-    single = [engine.generate(c, "math", max_tokens=6) for c in convs]
+    single = [engine.generate(c, "math", SamplingParams(max_tokens=6)) for c in convs]
     assert [g.text for g in batch] == [g.text for g in single]
 
 
 def test_cancel_stops_generation(engine):
     cancel = threading.Event()
     cancel.set()
-    out = engine.generate(MSG, BASE, max_tokens=50, cancel=cancel)
+    out = engine.generate(MSG, BASE, SamplingParams(max_tokens=50), cancel=cancel)
     assert out.finish_reason == "cancelled" and out.completion_tokens <= 1
 
 

@@ -10,7 +10,8 @@ import torch
 
 from serving.app import create_app
 from serving.batching import Request
-from serving.engine import BASE, Engine, choice_seed
+from serving.engine import BASE, Engine
+from serving.sampling import SamplingParams, choice_seed
 from serving.service import ChatService
 from serving.settings import Settings
 from tests.serving.conftest import live_server
@@ -27,7 +28,7 @@ def engine(tiny_chat_model_dir, tiny_artifacts) -> Engine:
 def _raw(engine: Engine, adapter: str, **kw) -> tuple[list[int], dict]:
     """A request straight to the scheduler: (prompt ids, its final result with raw logprob records)."""
     ids = engine.prompt_ids(ASK, adapter)
-    req = engine.scheduler.submit(Request(ids, adapter, **kw))
+    req = engine.scheduler.submit(Request(ids, adapter, SamplingParams(**kw)))
     while isinstance(item := req.out.get(), str):
         pass
     assert isinstance(item, dict), item
@@ -69,7 +70,7 @@ def test_sampled_logprobs_are_those_of_the_tempered_distribution(engine):
 
 
 def test_token_logprobs_rebuild_the_text_and_its_offsets(engine):
-    choices = list(engine.stream_choices(ASK, "math", n=1, logprobs=2, max_tokens=12))
+    choices = list(engine.stream_choices(ASK, "math", SamplingParams(logprobs=2, max_tokens=12)))
     gen = choices[-1][1]
     assert gen.logprobs is not None and len(gen.logprobs) >= 1
     assert b"".join(t.raw for t in gen.logprobs).decode("utf-8", "replace") == gen.text
@@ -81,7 +82,7 @@ def test_token_logprobs_rebuild_the_text_and_its_offsets(engine):
 
 def _texts(engine: Engine, **kw) -> list[str]:
     out: dict[int, str] = {}
-    for index, part in engine.stream_choices(ASK, BASE, max_tokens=8, **kw):
+    for index, part in engine.stream_choices(ASK, BASE, SamplingParams(max_tokens=8, **kw)):
         if not isinstance(part, str):
             out[index] = part.text
     return [out[i] for i in sorted(out)]
@@ -103,7 +104,7 @@ def test_service_fixed_replies_have_no_logprobs_and_count_one_event(engine):
     service = ChatService(engine)
     crisis = [{"role": "user", "content": "I want to end my life tonight"}]
     before = service.counters.snapshot().get("crisis", 0)
-    parts = list(service.stream_choices(crisis, "math", n=2, logprobs=3, max_tokens=4))
+    parts = list(service.stream_choices(crisis, "math", SamplingParams(n=2, logprobs=3, max_tokens=4)))
     results = [p for _, p in parts if not isinstance(p, str)]
     assert len(results) == 2 and all("988" in r.text and r.logprobs is None for r in results)
     assert service.counters.snapshot().get("crisis", 0) == before + 1

@@ -21,6 +21,7 @@ from serving.protocol import (
     ChatCompletionRequest,
     Choice,
     ChunkChoice,
+    CompletionRequest,
     DeltaMessage,
     ErrorResponse,
     ModelCard,
@@ -31,6 +32,7 @@ from serving.protocol import (
     describe_validation_errors,
     new_completion_id,
 )
+from serving.sampling import SamplingParams
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -111,7 +113,8 @@ def test_bounds_accept_their_edges():
     )
     assert r.max_tokens == 1024 and r.temperature == 2.0 and isinstance(r.temperature, float)
     assert _req(max_tokens=1, temperature=0.0).temperature == 0.0
-    assert _req(temperature=5e-324).temperature == 0.0  # found by the fuzzer: logits / 5e-324 = inf
+    # found by the fuzzer: logits / 5e-324 = inf; what reaches the engine is greedy decoding
+    assert _req(temperature=5e-324).sampling_params().temperature == 0.0
     assert _req(temperature=0.01).temperature == 0.01
     r = _req(frequency_penalty=-2, presence_penalty=2.0)
     assert (r.frequency_penalty, r.presence_penalty) == (-2.0, 2.0)
@@ -153,6 +156,27 @@ def test_openai_client_spellings():
         _req(max_completion_tokens=5000)
 
 
+def test_sampling_params_carry_every_decoding_field():
+    chat = _req(
+        max_tokens=9, temperature=0.5, top_p=0.9, stop="##", seed=3, frequency_penalty=1, presence_penalty=-1
+    )
+    chat = chat.model_copy(update={"n": 2, "logprobs": True, "top_logprobs": 4})
+    assert chat.sampling_params() == SamplingParams(
+        max_tokens=9,
+        temperature=0.5,
+        top_p=0.9,
+        stop=("##",),
+        seed=3,
+        frequency_penalty=1.0,
+        presence_penalty=-1.0,
+        n=2,
+        logprobs=4,
+    )
+    assert _req().sampling_params().logprobs is None
+    text = CompletionRequest.model_validate({"prompt": "hi", "logprobs": 0})
+    assert text.sampling_params() == SamplingParams(max_tokens=16, temperature=0.7, logprobs=0)
+
+
 def test_validation_message_names_field_and_truncates_value():
     with pytest.raises(ValidationError) as info:
         ChatCompletionRequest.model_validate({"messages": [{"role": "hacker" * 100, "content": "x"}]})
@@ -172,12 +196,12 @@ def _completion() -> ChatCompletion:
 
 
 def test_chat_completion_shape_matches_openai():
-    data = json.loads(_completion().model_dump_json())
-    assert set(data) == {"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "qtha"}
+    data = json.loads(json.dumps(_completion().body()))  # the body the server sends
+    assert set(data) == {"id", "object", "created", "model", "choices", "usage", "qtha"}
     assert data["object"] == "chat.completion" and data["id"].startswith("chatcmpl-")
     assert isinstance(data["created"], int)
-    assert set(data["choices"][0]) == {"index", "message", "logprobs", "finish_reason"}
-    assert set(data["choices"][0]["message"]) == {"role", "content", "refusal"}
+    assert set(data["choices"][0]) == {"index", "message", "finish_reason"}  # no logprobs asked for
+    assert data["choices"][0]["message"] == {"role": "assistant", "content": "Hi there."}
     assert data["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
     assert data["qtha"]["adapter"] == "counseling" and data["qtha"]["routed"] is True
 
@@ -214,7 +238,8 @@ def test_chunk_shapes_match_openai_stream():
     assert payloads[0]["object"] == "chat.completion.chunk"
     assert payloads[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert payloads[1]["choices"][0]["delta"] == {"content": "4"}
-    assert payloads[2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert payloads[2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    assert "usage" not in payloads[0] and "qtha" not in payloads[1]  # None is left out, as sent
     assert payloads[3]["choices"] == [] and payloads[3]["usage"]["total_tokens"] == 6
     assert {p["id"] for p in payloads} == {cid}
     for p in payloads:
@@ -232,14 +257,20 @@ def test_model_list_and_error_shapes():
     assert data["data"][0]["object"] == "model"
     OaiModel.model_validate(data["data"][2])
 
-    err = json.loads(ErrorResponse.of("bad temperature", param="temperature").model_dump_json())
-    assert err == {
-        "error": {
-            "message": "bad temperature",
-            "type": "invalid_request_error",
-            "code": None,
-            "param": "temperature",
+    event = ErrorResponse.of("bad temperature", param="temperature").sse()
+    assert event.startswith("data: ") and event.endswith("\n\n")
+    err = json.loads(event.removeprefix("data: "))
+    assert (
+        err
+        == ErrorResponse.of("bad temperature", param="temperature").body()
+        == {
+            "error": {
+                "message": "bad temperature",
+                "type": "invalid_request_error",
+                "code": None,
+                "param": "temperature",
+            }
         }
-    }
-    err = json.loads(ErrorResponse.of("slow down", type="rate_limit_error", code=429).model_dump_json())
+    )
+    err = ErrorResponse.of("slow down", type="rate_limit_error", code=429).body()
     assert set(err) == {"error"} and set(err["error"]) == {"message", "type", "code", "param"}
