@@ -149,12 +149,14 @@ def run_evaluation(
             return embedder.encode(texts, normalize_embeddings=True, convert_to_tensor=True)
 
         if safety_probes:
+            from serving.sampling import SamplingParams
             from serving.service import ChatService
 
             service = ChatService(engine, embedder=embedder)
 
             def reply_fn(prompt: str, name: str) -> str:
-                return service.complete([{"role": "user", "content": prompt}], model=name, max_tokens=96).text
+                ask = [{"role": "user", "content": prompt}]
+                return service.complete(ask, name, SamplingParams(max_tokens=96)).text
 
     results: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
