@@ -508,13 +508,14 @@ def _evaluate(cfg: dict, run: Run, artifact: Path | None) -> dict[str, Any]:
         reply_fn = None
         if run.domain == "counseling" and dom.get("safety_probes", True):
             from serving.embeddings import load_embedder
+            from serving.sampling import SamplingParams
             from serving.service import ChatService
 
             service = ChatService(engine, embedder=load_embedder())
 
             def reply_fn(prompt: str, model: str) -> str:
                 msgs = [{"role": "user", "content": prompt}]
-                return service.complete(msgs, model=model, max_tokens=96).text
+                return service.complete(msgs, model, SamplingParams(max_tokens=96)).text
 
         for ename, ev in dom["evals"].items():
             examples = task_examples(run.domain, ev["data"], ev.get("limit"))

@@ -108,10 +108,14 @@ def _decode_rounds(engine: Any, names: list[str], tokens: int, rounds: int) -> l
 
 
 def _ttft(service: Any, model: str) -> float:
+    from serving.sampling import SamplingParams
+
     times = []
     for prompt in PROMPTS:
         t0 = time.perf_counter()
-        for part in service.stream([{"role": "user", "content": prompt}], model, max_tokens=8):
+        for part in service.stream(
+            [{"role": "user", "content": prompt}], model, SamplingParams(max_tokens=8)
+        ):
             if isinstance(part, str) and part:
                 times.append(time.perf_counter() - t0)
                 break
@@ -168,9 +172,10 @@ def _concurrent(service: Any, model: str, clients: int, tokens: int) -> dict[str
 def _timed_request(engine: Any, prompt: str, adapter: str, tokens: int, start: float) -> dict[str, float]:
     """One request through the scheduler, exactly ``tokens`` tokens: its TTFT, TPOT and token count."""
     from serving.batching import Request
+    from serving.sampling import SamplingParams
 
     ids = engine.prompt_ids([{"role": "user", "content": prompt}], adapter)
-    req = engine.scheduler.submit(Request(ids, adapter, tokens, ignore_eos=True))
+    req = engine.scheduler.submit(Request(ids, adapter, SamplingParams(max_tokens=tokens, ignore_eos=True)))
     first = None
     while True:
         item = req.out.get()
