@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from ._derived import Derived
 from .backends import execute
 from .circuit import weight_shape
 from .config import QTHAConfig
@@ -65,6 +66,7 @@ class QuantumCircuitLayer(nn.Module):
         self.backend, self.device_name = backend, device
         self.execution: dict[str, Any] = {}  # extra options for backends.execute (shots, noise, ...)
         self.weights = nn.Parameter(torch.empty(weight_shape(n_qubits, n_layers)))
+        self._frozen_circuit: Derived[FrozenCircuit] = Derived()
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -93,11 +95,7 @@ class QuantumCircuitLayer(nn.Module):
 
     def _frozen(self) -> FrozenCircuit:
         """The inference form of the circuit for the current weights (rebuilt when they change)."""
-        key = _versions([self.weights])
-        if getattr(self, "_frozen_key", None) != key:
-            self._frozen_circuit = FrozenCircuit(self.weights)
-            self._frozen_key = key
-        return self._frozen_circuit
+        return self._frozen_circuit.get([self.weights], lambda: FrozenCircuit(self.weights))
 
     def extra_repr(self) -> str:
         return f"qubits={self.n_qubits}, layers={self.n_layers}, backend={self.backend}"
@@ -258,25 +256,23 @@ class QTHALinear(nn.Module, QTHALayer):
                 if adapter in (mods := getattr(self, name))
                 for p in mods[adapter].parameters()
             ]
-            entry = cache[adapter] = [params, None, None]
-        params, key, folded = entry
-        now = _versions(params)
-        if now != key:
-            with torch.no_grad():
-                f32 = torch.float32  # folded in float32 whatever dtype the weights are stored in
-                p_t = self.qtha_w_a[adapter].weight.to(f32)  # (r, m or d_in)
-                if adapter in self.qtha_mpo_a:
-                    p_t = p_t @ self.qtha_mpo_a[adapter].to_dense(f32).t()  # (r, d_in)
-                out = (
-                    self.qtha_w_b[adapter].weight.to(f32).t() * self.qtha_scaling[adapter]
-                )  # (r, m or d_out)
-                if adapter in self.qtha_mpo_b:
-                    out = out @ self.qtha_mpo_b[adapter].to_dense(f32)  # (r, d_out)
-                m_c = self.qtha_cw[adapter].weight.to(f32).t() @ out
-                m_q = self.qtha_qw[adapter].weight.to(f32).t() @ out if adapter in self.qtha_qnn else None
-                folded = (p_t.contiguous(), m_c.contiguous(), None if m_q is None else m_q.contiguous())
-            entry[1:] = [now, folded]
-        return folded
+            entry = cache[adapter] = (params, Derived())
+        params, folded = entry
+        return folded.get(params, lambda: self._fold(adapter))
+
+    @torch.no_grad()
+    def _fold(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Build ``(P^T, M_c, M_q)`` (:meth:`add_fused`), in float32 whatever dtype the weights are stored in."""
+        f32 = torch.float32
+        p_t = self.qtha_w_a[adapter].weight.to(f32)  # (r, m or d_in)
+        if adapter in self.qtha_mpo_a:
+            p_t = p_t @ self.qtha_mpo_a[adapter].to_dense(f32).t()  # (r, d_in)
+        out = self.qtha_w_b[adapter].weight.to(f32).t() * self.qtha_scaling[adapter]  # (r, m or d_out)
+        if adapter in self.qtha_mpo_b:
+            out = out @ self.qtha_mpo_b[adapter].to_dense(f32)  # (r, d_out)
+        m_c = self.qtha_cw[adapter].weight.to(f32).t() @ out
+        m_q = self.qtha_qw[adapter].weight.to(f32).t() @ out if adapter in self.qtha_qnn else None
+        return p_t.contiguous(), m_c.contiguous(), None if m_q is None else m_q.contiguous()
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         adapter_names = kwargs.pop("adapter_names", None)  # PEFT's mixed batches (QTHAModel's hook)
@@ -343,12 +339,6 @@ class QTHALinear(nn.Module, QTHALayer):
 
     def __repr__(self) -> str:
         return "qtha." + super().__repr__()
-
-
-def _versions(tensors: list[torch.Tensor]) -> tuple:
-    """A key that changes when any tensor is written in place (its version) or replaced (its storage):
-    caches of values derived from weights are rebuilt when it changes."""
-    return tuple((t.data_ptr(), t._version) for t in tensors)
 
 
 def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:

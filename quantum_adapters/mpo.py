@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from ._derived import Derived
+
 __all__ = ["MPOLinear", "factorize", "mpo_shapes"]
 
 
@@ -77,6 +79,7 @@ class MPOLinear(nn.Module):
         # mapping expects exactly one name after the adapter name
         for k, shape in enumerate(self.shapes):
             self.register_parameter(f"core{k}", nn.Parameter(torch.empty(shape)))
+        self._dense: Derived[torch.Tensor] = Derived()  # to_dense() for forward without gradients
         self.reset_parameters(zero_last=zero_last)
 
     @property
@@ -118,14 +121,10 @@ class MPOLinear(nn.Module):
         Without gradients (evaluation, serving: one token at a time) the dense matrix is cached and
         rebuilt only when a core changes, so decoding pays one matmul per token.
         """
-        if torch.is_grad_enabled() and any(c.requires_grad for c in self.cores):
+        cores = self.cores
+        if torch.is_grad_enabled() and any(c.requires_grad for c in cores):
             return x @ self.to_dense(x.dtype)
-        key = (x.dtype, *((c.data_ptr(), c._version, c.dtype, c.device) for c in self.cores))
-        if getattr(self, "_dense_key", None) != key:
-            with torch.no_grad():
-                self._dense = self.to_dense(x.dtype)
-            self._dense_key = key
-        return x @ self._dense
+        return x @ self._dense.get(cores, lambda: self.to_dense(x.dtype), x.dtype)
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, d_out={self.d_out}, cores={[tuple(s) for s in self.shapes]}"
