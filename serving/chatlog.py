@@ -41,6 +41,14 @@ _YEAR = re.compile(r"(?:19|20)\d\d")
 _DATE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 
 
+_ROW = {"id": int, "conversation_id": str, "created_at": float}
+_TABLES: dict[str, dict[str, type]] = {
+    "exchanges": {**_ROW, "adapter": str, "messages_json": str, "reply": str},
+    "safety_events": {**_ROW, "kind": str, "matched": str, "content": str},
+}
+"""The tables and their columns (see the module docstring); each is indexed on `created_at`."""
+
+
 def _is_phone(candidate: str) -> bool:
     """Decide whether a digit run found by `_PHONE_CANDIDATE` is a phone number.
 
@@ -115,34 +123,11 @@ class ChatLog:
         self._lock = threading.Lock()
         self.db = sqlite_utils.Database(self._conn)
         self.db.enable_wal()
-        exchanges = self.db.table("exchanges")
-        if not exchanges.exists():
-            exchanges.create(
-                {
-                    "id": int,
-                    "conversation_id": str,
-                    "created_at": float,
-                    "adapter": str,
-                    "messages_json": str,
-                    "reply": str,
-                },
-                pk="id",
-            )
-            exchanges.create_index(["created_at"])
-        events = self.db.table("safety_events")
-        if not events.exists():
-            events.create(
-                {
-                    "id": int,
-                    "conversation_id": str,
-                    "created_at": float,
-                    "kind": str,
-                    "matched": str,
-                    "content": str,
-                },
-                pk="id",
-            )
-            events.create_index(["created_at"])
+        for name, columns in _TABLES.items():
+            table = self.db.table(name)
+            if not table.exists():
+                table.create(columns, pk="id")
+                table.create_index(["created_at"])
 
     @property
     def journal_mode(self) -> str:
@@ -206,14 +191,14 @@ class ChatLog:
         cutoff = _epoch(now) - self.retention_days * 86_400
         deleted = 0
         with self._lock, self._conn:
-            for table in ("exchanges", "safety_events"):
+            for table in _TABLES:
                 deleted += self._conn.execute(f"DELETE FROM {table} WHERE created_at < ?", (cutoff,)).rowcount
         return deleted
 
     def count(self, table: str = "exchanges") -> int:
         """Rows in `table` ('exchanges' or 'safety_events')."""
-        if table not in ("exchanges", "safety_events"):
-            raise ValueError(f"ChatLog.count: expected 'exchanges' or 'safety_events'; got {table!r}")
+        if table not in _TABLES:
+            raise ValueError(f"ChatLog.count: expected one of {', '.join(_TABLES)}; got {table!r}")
         with self._lock:
             return self.db.table(table).count
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from serving.embeddings import embedding_model_path, load_embedder
-from serving.routing import BASE, DEFAULT_EXEMPLARS, DomainRouter
+from serving.routing import DEFAULT_EXEMPLARS, DomainRouter
 
 DATA_DIR = Path(os.environ.get("QTHA_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 BOTH = ["counseling", "math"]
@@ -55,45 +55,41 @@ def test_default_exemplars_have_ten_or_more_each():
     assert all(len(v) >= 10 for v in DEFAULT_EXEMPLARS.values())
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "A baker makes 24 muffins and sells 3/4 of them. How many are left?",
-        "what is 17*23",
-        "If Maria saves $15 a week, how long until she has $240?",
-        "Solve 2x - 7 = 11 for x",
-        "A car uses 6 liters of fuel per 100 km. How much fuel for 250 km?",
-        "What is the area of a circle with radius 3?",
-    ],
-)
-def test_math_prompts_route_to_math(router, text):
-    name, scores = router.route(text, BOTH)
-    assert name == "math", scores
-    assert scores["math"] > scores["counseling"]
+MATH_PROMPTS = [
+    "A baker makes 24 muffins and sells 3/4 of them. How many are left?",
+    "what is 17*23",
+    "If Maria saves $15 a week, how long until she has $240?",
+    "Solve 2x - 7 = 11 for x",
+    "A car uses 6 liters of fuel per 100 km. How much fuel for 250 km?",
+    "What is the area of a circle with radius 3?",
+]
+COUNSELING_PROMPTS = [
+    "I've been feeling empty since my divorce",
+    "How do I stop overthinking everything my friends say?",
+    "My mother criticises everything I do and I feel small",
+    "I get nervous before every meeting at work",
+    "I'm 34 and I feel lost in life",
+    "My 3 kids, aged 4, 7 and 9, fight all the time and I'm exhausted",
+]
 
 
 @pytest.mark.parametrize(
-    "text",
-    [
-        "I've been feeling empty since my divorce",
-        "How do I stop overthinking everything my friends say?",
-        "My mother criticises everything I do and I feel small",
-        "I get nervous before every meeting at work",
-        "I'm 34 and I feel lost in life",
-        "My 3 kids, aged 4, 7 and 9, fight all the time and I'm exhausted",
-    ],
+    ("text", "domain"),
+    [*((t, "math") for t in MATH_PROMPTS), *((t, "counseling") for t in COUNSELING_PROMPTS)],
 )
-def test_counseling_prompts_route_to_counseling(router, text):
+def test_prompts_route_to_their_domain(router, text, domain):
     name, scores = router.route(text, BOTH)
-    assert name == "counseling", scores
+    assert name == domain and scores[domain] == max(scores.values()), scores
 
 
-def test_unavailable_domain_falls_back_to_base_and_aliases_match(router):
+def test_unavailable_domain_is_none_and_aliases_match(router):
     text = "What is 15% of 80?"
-    assert router.route(text, ["counseling"])[0] == BASE
-    assert router.route(text, [])[0] == BASE
+    assert router.route(text, ["counseling"])[0] is None  # the service answers with the base model
+    assert router.route(text, [])[0] is None
     assert router.route(text, ["maths"])[0] == "maths"
-    assert router.route("I feel so alone lately", ["counselling", "math"])[0] == "counselling"
+    for name in ("counselling", "mental-health"):
+        assert router.route("I feel so alone lately", [name, "math"])[0] == name
+    assert router.route("I feel so alone lately", ["mental-health", "counseling"])[0] == "counseling"
 
 
 def test_custom_exemplars(router):

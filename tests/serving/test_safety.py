@@ -26,9 +26,14 @@ from serving.safety import (
     StreamingFinalCheck,
     crisis_reply,
     decline_reply,
-    final_check,
-    wrap_reply,
+    needs_disclosure,
 )
+
+
+def _checked(text: str) -> str:
+    """``text`` through the output check as one delta (a whole reply at once)."""
+    check = StreamingFinalCheck()
+    return check.feed(text) + check.flush()
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +178,7 @@ def test_crisis_reply_leads_with_locale_resources():
     assert "findahelpline.com" in intl.splitlines()[0] and "988" not in intl
     assert SafetyLayer(load_embedder(), locale="UK").crisis_reply() == uk
     for reply in (us, uk, intl):
-        assert "AI" in reply and final_check(reply) == reply
+        assert "AI" in reply and _checked(reply) == reply
         assert not re.search(r"\d+\s*(mg|g|pills|tablets)\b", reply)
 
 
@@ -187,19 +192,50 @@ def test_decline_replies():
         decline_reply("astrology", "US")
 
 
-def test_wrap_reply():
-    crisis = SafetyAssessment(crisis=True, kind="crisis", score=0.9, matched="pattern:suicide")
+class _Scripted:
+    """An engine that "generates" a fixed text, three characters a delta, for every adapter."""
+
+    def __init__(self, text: str, domains: dict[str, str]) -> None:
+        self.text, self.domains, self.adapters = text, domains, dict.fromkeys(domains)
+        self.names = ["base", *domains]
+
+    def info(self, name: str) -> dict:
+        return {"domain": self.domains[name]}
+
+    def stream_choices(self, messages, adapter, params, cancel=None):
+        from serving.engine import Generation
+
+        for i in range(0, len(self.text), 3):
+            yield 0, self.text[i : i + 3]
+        yield 0, Generation(self.text, 5, len(self.text), "stop", adapter)
+
+
+def test_generated_replies_are_checked_and_disclosed_by_the_service(layer):
+    """What the service sends for generated text: the means filter, and the AI disclosure once in the
+    counselling domain whatever its manifest calls it (`quantum_adapters.domains.canonical`)."""
+    from serving.service import ChatService
+
+    domains = {"counsel": "counselling", "talk": "mental-health", "care": "counseling", "sums": "math"}
+
+    def reply(text: str, model: str) -> str:
+        service = ChatService(_Scripted(text, domains), safety=layer)
+        return service.complete([{"role": "user", "content": "Can we talk about my week?"}], model).text
+
+    for model in ("counsel", "talk", "care"):
+        assert reply("That sounds hard.", model) == f"That sounds hard.\n\n{AI_DISCLOSURE}", model
+    assert reply(f"Sure.\n\n{AI_DISCLOSURE}", "counsel").count(AI_DISCLOSURE) == 1  # appended once
+    assert reply("It is 4.", "sums") == reply("It is 4.", "base") == "It is 4."
+    means = reply("I hear you. A lethal dose is 10 g of it. Please talk to someone.", "counsel")
+    assert "10 g" not in means and "[Removed:" in means and means.startswith("I hear you. ")
+    assert means.endswith(f"Please talk to someone.\n\n{AI_DISCLOSURE}")
+
+
+def test_disclosure_follows_the_domain_or_a_safety_kind():
     calm = SafetyAssessment(crisis=False, kind=None, score=0.1, matched=None)
-    wrapped = wrap_reply("I'm here with you.", crisis, "counseling", "US")
-    assert wrapped.startswith(CRISIS_RESOURCES["US"])
-    assert wrapped.endswith(AI_DISCLOSURE) and "I'm here with you." in wrapped
-    assert wrap_reply("It is 4.", crisis, "math", "UK").startswith(CRISIS_RESOURCES["UK"])
-    assert wrap_reply("It is 4.", calm, "math") == "It is 4."
-    counsel = wrap_reply("That sounds hard.", calm, "counselling")
-    assert counsel == f"That sounds hard.\n\n{AI_DISCLOSURE}"
-    assert wrap_reply(counsel, calm, "counseling") == counsel  # disclosure appended once
-    means = wrap_reply("A lethal dose is 10 g of it.", crisis, "counseling")
-    assert "10 g" not in means and means.startswith(CRISIS_RESOURCES["US"])
+    dose = SafetyAssessment(crisis=False, kind="medication", score=0.1, matched="pattern:dose")
+    assert needs_disclosure("counseling", calm) and needs_disclosure("Counselling", calm)
+    assert not needs_disclosure("math", calm) and not needs_disclosure(None, calm)
+    assert needs_disclosure("math", dose) and needs_disclosure(None, dose)
 
 
 @pytest.mark.parametrize(
@@ -213,9 +249,9 @@ def test_wrap_reply():
         "You could slit your wrists.",
     ],
 )
-def test_final_check_removes_means(unsafe):
+def test_output_check_removes_means(unsafe):
     text = f"I'm glad you reached out. {unsafe} Please talk to someone you trust."
-    out = final_check(text)
+    out = _checked(text)
     assert unsafe not in out
     assert out.startswith("I'm glad you reached out.") and out.endswith("Please talk to someone you trust.")
     assert "[Removed:" in out
@@ -230,11 +266,11 @@ def test_final_check_removes_means(unsafe):
         "The train travels 60 miles in 1.5 hours.",
     ],
 )
-def test_final_check_keeps_ordinary_text(safe):
-    assert final_check(safe) == safe
+def test_output_check_keeps_ordinary_text(safe):
+    assert _checked(safe) == safe
 
 
-def test_streaming_final_check_matches_final_check():
+def test_output_check_is_the_same_however_the_text_is_streamed():
     text = (
         "I hear you. The lethal dose is 10 g. Taking 30 pills at once would kill you.\n"
         "Please call 988 now. It is 3.5 miles away!"
@@ -242,7 +278,10 @@ def test_streaming_final_check_matches_final_check():
     check = StreamingFinalCheck()
     pieces = [check.feed(text[i : i + 3]) for i in range(0, len(text), 3)]
     streamed = "".join(pieces) + check.flush()
-    assert streamed == final_check(text)
+    assert streamed == _checked(text)
+    assert streamed.startswith("I hear you. [Removed:") and streamed.endswith(
+        "\nPlease call 988 now. It is 3.5 miles away!"
+    )
     assert check.removed == 2 and streamed.count("[Removed:") == 1
     assert "10 g" not in streamed and "3.5 miles" in streamed
 
@@ -403,20 +442,14 @@ def test_every_category_reply_leads_with_its_resources(category, locale):
         assert number in first, (category, locale, number)
     if locale == "ZZ":
         assert "emergency number" in first and not re.search(r"\b(?:911|999|988|000)\b", first)
-    assert "AI assistant" in reply and final_check(reply) == reply
+    assert "AI assistant" in reply and _checked(reply) == reply
     assert not re.search(r"\d+\s*(mg|g|pills|tablets)\b", reply)
     for language in ("zh", "es", "fr"):
         translated = crisis_reply(locale, category, language)
         assert translated.startswith(lead_in(category, "INTL" if locale == "ZZ" else locale, language))
-        assert first in translated and final_check(translated) == translated
+        assert first in translated and _checked(translated) == translated
     if category == "child_at_risk":
         assert "not your fault" in first
-
-
-def test_wrap_reply_leads_with_the_category_resources():
-    a = SafetyAssessment(True, "crisis", 0.9, "pattern:en:x", "sexual_assault", ("sexual_assault",), "en")
-    wrapped = wrap_reply("I'm here.", a, "counseling", "UK")
-    assert wrapped.startswith(RISK_RESOURCES["sexual_assault"]["UK"]) and "0808 500 2222" in wrapped
 
 
 @pytest.mark.parametrize(
