@@ -15,10 +15,33 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["add_task_arguments", "build_parser", "main", "task_arguments"]
 
 # bench modules, each with register(subparsers) adding its own sub-command
 BENCHES = ("simulator", "train_step", "serve", "device")
+
+
+def add_task_arguments(
+    p: argparse.ArgumentParser, *, data_help: str, model_help: str, max_tokens_help: str, batch_help: str
+) -> None:
+    """The flags every evaluation command shares (``run``, ``robustness``): which task on which data
+    with which base model, how many items, generation length, batch size, report folder, ``--json``."""
+    p.add_argument("--task", required=True, help="gsm8k | synthetic-math | counseling")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--model", default="smollm2-135m-instruct", help=model_help)
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, default=None, help=max_tokens_help)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help=batch_help)
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def task_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of ``add_task_arguments``' flags (but ``--json``), as keyword arguments."""
+    return {
+        key: getattr(args, key)
+        for key in ("task", "data", "model", "limit", "max_tokens", "batch_size", "out")
+    }
 
 
 def _print_results(summary: dict[str, Any]) -> None:
@@ -45,15 +68,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_evaluation
 
     summary = run_evaluation(
-        task=args.task,
-        data=args.data,
-        model=args.model,
+        **task_arguments(args),
         artifacts=args.artifacts,
-        out=args.out,
-        limit=args.limit,
-        seeds=args.seeds,
-        max_tokens=args.max_tokens,
-        batch_size=args.batch_size,
         registry=args.registry,
         safety_probes=not args.no_safety,
         fewshot=args.fewshot,
@@ -103,31 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="evaluate the base model and frozen artifacts on a task, with a report")
-    p.add_argument("--task", required=True, help="gsm8k | synthetic-math | counseling")
-    p.add_argument(
-        "--data",
-        required=True,
-        help="data spec, e.g. gsm8k:/data/gsm8k/test.jsonl or esconv:/data/esconv/test.jsonl",
-    )
-    p.add_argument(
-        "--model",
-        default="smollm2-135m-instruct",
-        help="base model (default: the embedded SmolLM2-135M-Instruct)",
+    add_task_arguments(
+        p,
+        data_help="data spec, e.g. gsm8k:/data/gsm8k/test.jsonl or esconv:/data/esconv/test.jsonl",
+        model_help="base model (default: the embedded SmolLM2-135M-Instruct)",
+        max_tokens_help="generation length (math 256, counselling 96)",
+        batch_help="generation/scoring batch size",
     )
     p.add_argument(
         "--artifacts", nargs="*", default=[], help="frozen artifact folders (LoRA and QTHA side by side)"
-    )
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
-    p.add_argument("--seeds", type=int, default=1, help="bootstrap/decoding seeds (default 1: greedy)")
-    p.add_argument(
-        "--max-tokens",
-        dest="max_tokens",
-        type=int,
-        default=None,
-        help="generation length (math 256, counselling 96)",
-    )
-    p.add_argument(
-        "--batch-size", dest="batch_size", type=int, default=8, help="generation/scoring batch size"
     )
     p.add_argument(
         "--fewshot", type=int, default=0, help="math: solved examples shown before each question (default 0)"
@@ -141,8 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-safety", dest="no_safety", action="store_true", help="skip the safety probe set (counselling)"
     )
-    p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("history", help="list recorded evaluations")

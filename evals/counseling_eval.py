@@ -10,14 +10,63 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
-from .metrics import rouge_l
-from .probes import PROBES, score_reply
+from . import probes
+from .metrics import perplexity, rouge_l, token_error_rate
 
-__all__ = ["run"]
+__all__ = ["run", "score_references", "served_replies"]
+
+PROBE_REPLY_TOKENS = 96
+"""Length of each reply to a safety probe."""
+
+
+def served_replies(engine: Any, embedder: Any) -> Callable[[str, str], str]:
+    """``reply(prompt, model)`` as a user of the chat API gets it: one user turn through serving's
+    ``ChatService`` (its safety layer included), greedy, ``PROBE_REPLY_TOKENS`` tokens."""
+    from serving.sampling import SamplingParams
+    from serving.service import ChatService
+
+    service = ChatService(engine, embedder=embedder)
+    params = SamplingParams(max_tokens=PROBE_REPLY_TOKENS)
+
+    def reply(prompt: str, model: str) -> str:
+        return service.complete([{"role": "user", "content": prompt}], model, params).text
+
+    return reply
+
+
+def score_references(
+    engine: Any, examples: list[Any], model: str, *, max_len: int = 512, batch_size: int = 8
+) -> tuple[dict[str, float], dict[str, list[float]], list[Any]]:
+    """Teacher-forced scores of ``model`` on each example's reference reply.
+
+    Returns ``({'n', 'eval_loss', 'token_error_rate'}, per-example {'eval_loss', 'token_error_rate'},
+    the examples that fit ``max_len``)``; ``eval_loss`` is the mean NLL per reply token (nats).
+    """
+    from training.tokenize import encode
+
+    features, kept = [], []
+    for ex in examples:
+        feat = encode(engine.tokenizer, ex, max_len, trim_context=True)
+        if feat is not None:
+            features.append(feat)
+            kept.append(ex)
+    if not features:
+        raise ValueError(f"teacher-forced scoring: no example fits --max-len {max_len}")
+    scores = engine.score(features, model, batch_size=batch_size)
+    n_tok = sum(s.n_tokens for s in scores)
+    metrics = {
+        "n": float(len(kept)),
+        "eval_loss": sum(s.nll_sum for s in scores) / n_tok,
+        "token_error_rate": token_error_rate(sum(s.n_correct for s in scores), n_tok),
+    }
+    per_example = {
+        "eval_loss": [s.nll_sum / s.n_tokens for s in scores],
+        "token_error_rate": [token_error_rate(s.n_correct, s.n_tokens) for s in scores],
+    }
+    return metrics, per_example, kept
 
 
 def run(
@@ -39,26 +88,9 @@ def run(
     ``records`` receives one dict per generated reply; ``per_example`` the per-example values behind
     ``eval_loss`` and ``token_error_rate`` (for bootstrap intervals).
     """
-    from training.tokenize import encode
-
-    features, kept = [], []
-    for ex in examples:
-        feat = encode(engine.tokenizer, ex, max_len, trim_context=True)
-        if feat is not None:
-            features.append(feat)
-            kept.append(ex)
-    if not features:
-        raise ValueError(f"task counseling: no example fits --max-len {max_len}")
-    scores = engine.score(features, model, batch_size=batch_size)
-    n_tok = sum(s.n_tokens for s in scores)
-    nll = sum(s.nll_sum for s in scores) / max(n_tok, 1)
-    result: dict[str, float] = {
-        "n": float(len(kept)),
-        "eval_loss": nll,
-        "perplexity": math.exp(min(nll, 50.0)),
-        "token_error_rate": 1 - sum(s.n_correct for s in scores) / max(n_tok, 1),
-    }
-    per_example_loss = [s.nll_sum / max(s.n_tokens, 1) for s in scores]
+    result, per, kept = score_references(engine, examples, model, max_len=max_len, batch_size=batch_size)
+    result["perplexity"] = perplexity(result["eval_loss"])
+    per_example_loss = per["eval_loss"]
     gen_ex = kept[: generate_limit if generate_limit is not None else len(kept)]
     if gen_ex:
         outs = engine.generate_batch(
@@ -85,16 +117,10 @@ def run(
                     }
                 )
     if reply_fn is not None:
-        passed = {"crisis": [], "diagnosis": [], "medication": []}
-        for probe in PROBES:
-            reply = reply_fn(probe.prompt, model)
-            passed[probe.kind].append(score_reply(probe, reply))
-        everything = [p for v in passed.values() for p in v]
-        result["safety_pass_rate"] = sum(everything) / len(everything)
-        for kind, vals in passed.items():
-            if vals:
-                result[f"safety_{kind}_pass_rate"] = sum(vals) / len(vals)
+        safety = probes.run({probe.id: reply_fn(probe.prompt, model) for probe in probes.PROBES})
+        result["safety_pass_rate"] = safety["safety_pass_rate"]
+        for kind in probes.KINDS:
+            result[f"safety_{kind}_pass_rate"] = safety[f"{kind}_pass_rate"]
     if per_example is not None:
-        per_example["eval_loss"] = per_example_loss
-        per_example["token_error_rate"] = [1 - s.n_correct / max(s.n_tokens, 1) for s in scores]
+        per_example.update(per)
     return result

@@ -24,7 +24,6 @@ __all__ = [
     "perplexity",
     "relative_reduction",
     "rouge_l",
-    "summarize",
     "token_error_rate",
 ]
 
@@ -134,10 +133,3 @@ def token_error_rate(correct: int, total: int) -> float:
     if not 0 <= correct <= total:
         raise ValueError(f"token_error_rate: expected 0 <= correct <= total ({total}); got {correct!r}")
     return 1.0 - correct / total
-
-
-def summarize(values: Sequence[float], seed: int = 0) -> dict[str, float]:
-    """Mean with its 95% bootstrap interval: ``{'mean', 'ci_low', 'ci_high', 'n'}`` (``n`` as float)."""
-    arr = _finite_array(values, "summarize")
-    low, high = bootstrap_ci(arr, seed=seed)
-    return {"mean": float(arr.mean()), "ci_low": low, "ci_high": high, "n": float(arr.size)}

@@ -41,11 +41,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from quantum_adapters.domains import COUNSELING, MATH
 from quantum_adapters.models import cache_dir, resolve_model
 from quantum_adapters.noise import NoiseModel, noise_model
 
+from .cli import add_task_arguments, task_arguments
 from .report import build_report
-from .runner import TASKS, EvalError, artifact_label, task_examples, verified_manifest
+from .runner import MAIN_METRIC, EvalError, artifact_label, task_domain, task_examples, verified_manifest
 
 __all__ = ["TOLERANCE", "compare", "parse_noise", "parse_shots", "register", "run"]
 
@@ -142,9 +144,7 @@ def run(
     from serving.engine import Engine
 
     # 1. every argument, before anything heavy
-    if task not in TASKS:
-        raise EvalError(f"--task: expected one of {', '.join(TASKS)}; got {task!r}")
-    domain = TASKS[task]
+    domain = task_domain(task)
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise EvalError(f"--limit: expected a positive number of examples; got {limit!r}")
     shot_list = _check_shots(list(shots))
@@ -249,7 +249,7 @@ def run(
             runner.close()
 
     # 6. summary and report
-    metric_name = "error_rate" if domain == "math" else "eval_loss"
+    metric_name = MAIN_METRIC[domain]
     labels = [label for label, _ in settings]
     needed = {label: _shots_needed([r for r in rows[1:] if r["noise"] == label], exact) for label in labels}
     summary: dict[str, Any] = {
@@ -314,9 +314,7 @@ def compare(
 
     from serving.engine import BASE, Engine
 
-    if task not in TASKS:
-        raise EvalError(f"--task: expected one of {', '.join(TASKS)}; got {task!r}")
-    domain = TASKS[task]
+    domain = task_domain(task)
     if len(artifacts) < 2:
         raise EvalError("--compare: expected at least one artifact to compare with --artifact")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -345,7 +343,7 @@ def compare(
 
     def per_example(name: str) -> tuple[np.ndarray, np.ndarray]:
         """(numerators, denominators) per example: NLL sums and reply tokens, or 0/1 errors and ones."""
-        if domain == "math":
+        if domain == MATH.name:
             from . import math_eval
 
             values: dict[str, list[float]] = {}
@@ -424,7 +422,7 @@ def compare(
                     "candidate_gain_noise": figure(base - cand_noisy, base_boot - cand_noisy_boot),
                 }
             )
-    metric_name = "error_rate" if domain == "math" else "eval_loss"
+    metric_name = MAIN_METRIC[domain]
     summary: dict[str, Any] = {
         "artifacts": [str(p) for p in paths],
         "names": names,
@@ -525,7 +523,7 @@ def _token_rows(
     scores each batch once; math generation runs the prompt batch, then one position per sequence per
     new token (at most ``max_tokens``).
     """
-    if domain == "counseling":
+    if domain == COUNSELING.name:
         from training.tokenize import encode
 
         lengths = [
@@ -549,14 +547,11 @@ def _metric(
 ) -> float:
     from . import counseling_eval, math_eval
 
-    if domain == "math":
-        return math_eval.run(engine, examples, name, max_tokens=max_tokens, batch_size=batch_size)[
-            "error_rate"
-        ]
-    metrics = counseling_eval.run(
-        engine, examples, name, generate_limit=0, reply_fn=None, embed=None, batch_size=batch_size
-    )
-    return metrics["eval_loss"]
+    if domain == MATH.name:
+        metrics = math_eval.run(engine, examples, name, max_tokens=max_tokens, batch_size=batch_size)
+    else:
+        metrics = counseling_eval.run(engine, examples, name, generate_limit=0, batch_size=batch_size)
+    return metrics[MAIN_METRIC[domain]]
 
 
 def _shots_needed(rows: list[dict[str, Any]], exact: float) -> int | None:
@@ -598,18 +593,12 @@ def _cmd(args: argparse.Namespace) -> int:
     noise = args.noise if args.noise is not None else ("none" if args.device else "none,depolarizing")
     summary = run(
         args.artifact,
-        args.task,
-        args.data,
-        model=args.model,
-        limit=args.limit,
+        **task_arguments(args),
         shots=parse_shots(args.shots),
         noise=parse_noise(noise),
         device=args.device,
-        out=args.out,
         seed=args.seed,
         max_circuits=args.max_circuits,
-        max_tokens=args.max_tokens,
-        batch_size=args.batch_size,
         device_batch_size=args.device_batch_size,
         cache=args.cache,
         progress=not args.json,
@@ -634,16 +623,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise EvalError("--compare with --device: expected the simulated noise models (drop --device)")
     summary = compare(
         [args.artifact, *args.compare],
-        args.task,
-        args.data,
-        model=args.model,
-        limit=args.limit,
+        **task_arguments(args),
         shots=parse_shots(args.shots if args.shots_given else "exact"),
         noise=parse_noise(args.noise or "depolarizing"),
-        out=args.out,
         seed=args.seed,
-        max_tokens=args.max_tokens,
-        batch_size=args.batch_size,
     )
     if args.json:
         print(json.dumps(summary, default=str))
@@ -668,12 +651,13 @@ def register(subparsers: Any) -> None:
         description=(__doc__ or "").split("\n\n")[0],
     )
     p.add_argument("--artifact", required=True, help="frozen QTHA artifact folder")
-    p.add_argument("--task", required=True, help="gsm8k | synthetic-math | counseling")
-    p.add_argument(
-        "--data", required=True, help="data spec, e.g. synthetic-math:50 or gsm8k:/data/gsm8k/test.jsonl"
+    add_task_arguments(
+        p,
+        data_help="data spec, e.g. synthetic-math:50 or gsm8k:/data/gsm8k/test.jsonl",
+        model_help="base model the artifact was made for",
+        max_tokens_help="math generation length (256)",
+        batch_help="examples per batch",
     )
-    p.add_argument("--model", default="smollm2-135m-instruct", help="base model the artifact was made for")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
     p.add_argument(
         "--compare",
         action="append",
@@ -705,15 +689,9 @@ def register(subparsers: Any) -> None:
         help="refuse a run whose circuit estimate exceeds N (checked before anything runs)",
     )
     p.add_argument(
-        "--max-tokens", dest="max_tokens", type=int, default=None, help="math generation length (256)"
-    )
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="examples per batch")
-    p.add_argument(
         "--device-batch-size", dest="device_batch_size", type=int, default=200, help="circuits per device job"
     )
     p.add_argument(
         "--cache", default=None, help="device result cache (default $QTHA_CACHE/device-results.sqlite)"
     )
-    p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=_cmd)

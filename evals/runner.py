@@ -14,21 +14,34 @@ from pathlib import Path
 from typing import Any
 
 from quantum_adapters.artifact import ArtifactError, verify
+from quantum_adapters.domains import COUNSELING, DOMAINS, MATH, canonical
 from quantum_adapters.models import resolve_model
 
 from .metrics import bootstrap_ci, relative_reduction
 
-__all__ = ["TASKS", "EvalError", "artifact_label", "run_evaluation"]
+__all__ = ["MAIN_METRIC", "TASKS", "EvalError", "artifact_label", "run_evaluation", "task_domain"]
 
 # Built-in generators are drawn with this seed for evaluation, so that evaluation items differ from the
 # training items (qtha-train's default seed is 0). Real data files ignore it.
 EVAL_SEED = 1_000_003
 
-TASKS = {"gsm8k": "math", "synthetic-math": "math", "math": "math", "counseling": "counseling"}
+TASKS: dict[str, str] = {alias: d.name for d in DOMAINS.values() for alias in d.aliases}
+"""``--task`` names -> the domain they evaluate: every name of every domain in ``quantum_adapters.domains``."""
+
+MAIN_METRIC = {MATH.name: "error_rate", COUNSELING.name: "eval_loss"}
+"""Each domain's headline metric (lower is better): the one with intervals, reductions and plots."""
 
 
 class EvalError(ValueError):
     """A problem with the evaluation's inputs; the message says which and why."""
+
+
+def task_domain(task: str) -> str:
+    """The domain ``--task`` names (any of its names, any case); refuses a name of no domain."""
+    domain = canonical(task)
+    if domain is None:
+        raise EvalError(f"--task: expected one of {', '.join(TASKS)}; got {task!r}")
+    return domain
 
 
 def artifact_label(path: Path, manifest: dict[str, Any]) -> str:
@@ -72,7 +85,7 @@ def task_examples(task: str, data: str, limit: int | None) -> list[Any]:
     """The evaluation items of ``data`` for ``task``: refuses an empty set or data of another domain."""
     from training.data import load
 
-    domain = TASKS[task]
+    domain = task_domain(task)
     examples, report = load(data, limit=limit, seed=EVAL_SEED)
     if not examples:
         raise EvalError(f"--data {data}: no examples ({report.as_dict()})")
@@ -93,7 +106,6 @@ def run_evaluation(
     artifacts: list[str],
     out: str,
     limit: int | None = None,
-    seeds: int = 1,
     max_tokens: int | None = None,
     batch_size: int = 8,
     registry: str | None = None,
@@ -107,16 +119,12 @@ def run_evaluation(
     from .registry import Registry
     from .report import build_report, headline
 
-    if task not in TASKS:
-        raise EvalError(f"--task: expected one of {', '.join(TASKS)}; got {task!r}")
+    domain = task_domain(task)
     if limit is not None and limit < 1:
         raise EvalError(f"--limit: expected a positive number of examples; got {limit}")
-    if seeds < 1:
-        raise EvalError(f"--seeds: expected at least 1; got {seeds}")
-    domain = TASKS[task]
     if fewshot < 0:
         raise EvalError(f"--fewshot: expected 0 or a positive number of solved examples; got {fewshot}")
-    if fewshot and domain != "math":
+    if fewshot and domain != MATH.name:
         raise EvalError(f"--fewshot: only math tasks take few-shot examples; --task is {task!r}")
     if fewshot and not fewshot_data:
         raise EvalError("--fewshot: needs --fewshot-data, e.g. gsm8k:train.jsonl@:8 (rows outside --data)")
@@ -140,7 +148,7 @@ def run_evaluation(
     engine = Engine(source, dict(zip(labels, paths, strict=True)))
     embed = None
     reply_fn = None
-    if domain == "counseling":
+    if domain == COUNSELING.name:
         from serving.embeddings import load_embedder
 
         embedder = load_embedder()
@@ -149,45 +157,24 @@ def run_evaluation(
             return embedder.encode(texts, normalize_embeddings=True, convert_to_tensor=True)
 
         if safety_probes:
-            from serving.sampling import SamplingParams
-            from serving.service import ChatService
+            reply_fn = counseling_eval.served_replies(engine, embedder)
 
-            service = ChatService(engine, embedder=embedder)
-
-            def reply_fn(prompt: str, name: str) -> str:
-                ask = [{"role": "user", "content": prompt}]
-                return service.complete(ask, name, SamplingParams(max_tokens=96)).text
-
+    if domain == MATH.name:
+        evaluate, options = math_eval.run, {"max_tokens": max_tokens or 256, "fewshot": shots}
+    else:
+        evaluate, options = (
+            counseling_eval.run,
+            {"max_tokens": max_tokens or 96, "embed": embed, "reply_fn": reply_fn},
+        )
+    main_key = MAIN_METRIC[domain]
     results: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
     names = [BASE, *labels]
     for name in names:
         per: dict[str, list[float]] = {}
-        if domain == "math":
-            metrics = math_eval.run(
-                engine,
-                examples,
-                name,
-                max_tokens=max_tokens or 256,
-                batch_size=batch_size,
-                fewshot=shots,
-                records=records,
-                per_example=per,
-            )
-            main_key = "error_rate"
-        else:
-            metrics = counseling_eval.run(
-                engine,
-                examples,
-                name,
-                max_tokens=max_tokens or 96,
-                batch_size=batch_size,
-                embed=embed,
-                reply_fn=reply_fn,
-                records=records,
-                per_example=per,
-            )
-            main_key = "eval_loss"
+        metrics = evaluate(
+            engine, examples, name, batch_size=batch_size, records=records, per_example=per, **options
+        )
         low, high = bootstrap_ci(per[main_key], seed=0)
         row: dict[str, Any] = {"name": name, **metrics, "ci_low": low, "ci_high": high}
         for key in ("token_error_rate", "flexible_error_rate"):
@@ -201,7 +188,6 @@ def run_evaluation(
         results.append(row)
 
     # 4. comparisons
-    main_key = "error_rate" if domain == "math" else "eval_loss"
     base_row = results[0]
     lora_rows = [r for r in results if r["method"] == "lora"]
     for r in results[1:]:
@@ -215,10 +201,10 @@ def run_evaluation(
     ]
     head = headline(
         {"base_error_rate": base_row[main_key], "qtha_error_rate": qtha_rows[0][main_key]}
-        if domain == "math" and qtha_rows
+        if domain == MATH.name and qtha_rows
         else None,
         {"qtha_eval_loss": qtha_rows[0][main_key], "lora_eval_loss": lora_rows[0][main_key]}
-        if domain == "counseling" and qtha_rows and lora_rows
+        if domain == COUNSELING.name and qtha_rows and lora_rows
         else None,
         {
             "qtha_trainable_params": qtha_rows[0]["trainable_params"],
@@ -278,7 +264,6 @@ def run_evaluation(
         "data": data,
         "model": source.name,
         "limit": limit,
-        "seeds": seeds,
         "fewshot": fewshot,
         "fewshot_data": fewshot_data,
         "max_tokens": max_tokens,
@@ -295,7 +280,6 @@ def run_evaluation(
             "data": data,
             "model": source.name,
             "limit": limit,
-            "seeds": seeds,
             "report_md": str(md),
             "report_html": str(html),
             "json": summary,

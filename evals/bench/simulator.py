@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from quantum_adapters import _kernel
-from quantum_adapters.circuit import execute
+from quantum_adapters.backends import execute
 
 from . import check_bounds
 

@@ -12,7 +12,6 @@ from evals.metrics import (
     perplexity,
     relative_reduction,
     rouge_l,
-    summarize,
     token_error_rate,
 )
 
@@ -115,13 +114,3 @@ def test_token_error_rate() -> None:
         token_error_rate(0, 0)
     with pytest.raises(ValueError, match="correct <= total"):
         token_error_rate(5, 4)
-
-
-def test_summarize() -> None:
-    out = summarize([1.0, 0.0, 1.0, 1.0])
-    assert set(out) == {"mean", "ci_low", "ci_high", "n"}
-    assert out["mean"] == pytest.approx(0.75)
-    assert out["n"] == 4.0
-    assert 0.0 <= out["ci_low"] <= 0.75 <= out["ci_high"] <= 1.0
-    with pytest.raises(ValueError, match="summarize"):
-        summarize([])
