@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .config import DEFAULT_TARGET_MODULES, QTHAConfig
+
 __all__ = ["count_params", "main"]
 
 
@@ -37,7 +39,6 @@ def count_params(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .config import QTHAConfig
     from .layer import QTHALinear
 
     path = Path(config_path)
@@ -50,7 +51,7 @@ def count_params(
     if "model_type" not in raw:
         raise ValueError(f"--config {path}: field 'model_type' is missing (not a Hugging Face model config)")
     hf_config = AutoConfig.for_model(**raw)
-    targets = targets or ["q_proj", "v_proj"]
+    targets = targets or list(DEFAULT_TARGET_MODULES)
 
     def trainable(peft_config) -> int:
         with torch.device("meta"):
@@ -156,57 +157,101 @@ def _cmd_qasm(args: argparse.Namespace) -> int:
     return 0
 
 
+_ARTIFACT = ("artifact", {"help": "artifact directory"})
+
+# subcommand -> (its help, its handler, its arguments as (name, add_argument options)), in --help order
+_COMMANDS: dict[str, tuple[str, Any, list[tuple[str, dict[str, Any]]]]] = {
+    "params": (
+        "count trainable parameters of QTHA vs LoRA for a model config (no weights)",
+        _cmd_params,
+        [
+            (
+                "--config",
+                {"required": True, "help": "a Hugging Face config.json (e.g. configs/hf/qwen2.5-7b.json)"},
+            ),
+            ("--r", {"type": int, "default": 8, "help": "rank = qubits (default 8)"}),
+            ("--layers", {"type": int, "default": None, "help": "circuit layers (default r)"}),
+            (
+                "--targets",
+                {
+                    "default": ",".join(DEFAULT_TARGET_MODULES),
+                    "help": f"comma-separated module names (default {','.join(DEFAULT_TARGET_MODULES)})",
+                },
+            ),
+            (
+                "--variant",
+                {"default": "ABC", "choices": ["ABC", "AB", "BC"], "help": "adapter variant (default ABC)"},
+            ),
+            (
+                "--bottleneck",
+                {"type": int, "default": None, "help": "MPO bottleneck m (default: per-layer rule)"},
+            ),
+            (
+                "--param-budget",
+                {
+                    "type": float,
+                    "default": None,
+                    "help": "size QTHA to at most this fraction of LoRA's parameters per layer, e.g. 0.3 "
+                    "(default: off)",
+                },
+            ),
+            ("--json", {"action": "store_true", "help": "print one JSON object"}),
+        ],
+    ),
+    "verify": (
+        "check every file of a frozen artifact, the manifest included",
+        _cmd_verify,
+        [
+            _ARTIFACT,
+            (
+                "--public-key",
+                {"default": None, "help": "require a signature by this ed25519 public key (PEM)"},
+            ),
+        ],
+    ),
+    "keygen": (
+        "make an ed25519 key pair for signing artifacts",
+        _cmd_keygen,
+        [("key", {"help": "private key file to write (the public key goes to KEY.pub)"})],
+    ),
+    "sign": (
+        "sign a frozen artifact's manifest (adds manifest.sig)",
+        _cmd_sign,
+        [
+            _ARTIFACT,
+            ("--key", {"required": True, "help": "ed25519 private key (PEM, from qtha-adapters keygen)"}),
+        ],
+    ),
+    "refreeze": (
+        "re-freeze an artifact of format 1 (no manifest digest)",
+        _cmd_refreeze,
+        [
+            ("artifact", {"help": "the old artifact directory (read its manifest.json first)"}),
+            ("out", {"help": "new artifact directory (must not exist)"}),
+        ],
+    ),
+    "qasm": (
+        "print the trained circuit of an artifact as OpenQASM",
+        _cmd_qasm,
+        [
+            _ARTIFACT,
+            (
+                "--module",
+                {"default": None, "help": "adapted module name (default: the first with a circuit)"},
+            ),
+        ],
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qtha-adapters", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser(
-        "params", help="count trainable parameters of QTHA vs LoRA for a model config (no weights)"
-    )
-    p.add_argument(
-        "--config", required=True, help="a Hugging Face config.json (e.g. configs/hf/qwen2.5-7b.json)"
-    )
-    p.add_argument("--r", type=int, default=8, help="rank = qubits (default 8)")
-    p.add_argument("--layers", type=int, default=None, help="circuit layers (default r)")
-    p.add_argument(
-        "--targets", default="q_proj,v_proj", help="comma-separated module names (default q_proj,v_proj)"
-    )
-    p.add_argument(
-        "--variant", default="ABC", choices=["ABC", "AB", "BC"], help="adapter variant (default ABC)"
-    )
-    p.add_argument("--bottleneck", type=int, default=None, help="MPO bottleneck m (default: per-layer rule)")
-    p.add_argument(
-        "--param-budget",
-        type=float,
-        default=None,
-        help="size QTHA to at most this fraction of LoRA's parameters per layer, e.g. 0.3 (default: off)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_params)
-
-    p = sub.add_parser("verify", help="check every file of a frozen artifact, the manifest included")
-    p.add_argument("artifact", help="artifact directory")
-    p.add_argument("--public-key", default=None, help="require a signature by this ed25519 public key (PEM)")
-    p.set_defaults(func=_cmd_verify)
-
-    p = sub.add_parser("keygen", help="make an ed25519 key pair for signing artifacts")
-    p.add_argument("key", help="private key file to write (the public key goes to KEY.pub)")
-    p.set_defaults(func=_cmd_keygen)
-
-    p = sub.add_parser("sign", help="sign a frozen artifact's manifest (adds manifest.sig)")
-    p.add_argument("artifact", help="artifact directory")
-    p.add_argument("--key", required=True, help="ed25519 private key (PEM, from qtha-adapters keygen)")
-    p.set_defaults(func=_cmd_sign)
-
-    p = sub.add_parser("refreeze", help="re-freeze an artifact of format 1 (no manifest digest)")
-    p.add_argument("artifact", help="the old artifact directory (read its manifest.json first)")
-    p.add_argument("out", help="new artifact directory (must not exist)")
-    p.set_defaults(func=_cmd_refreeze)
-
-    p = sub.add_parser("qasm", help="print the trained circuit of an artifact as OpenQASM")
-    p.add_argument("artifact", help="artifact directory")
-    p.add_argument("--module", default=None, help="adapted module name (default: the first with a circuit)")
-    p.set_defaults(func=_cmd_qasm)
+    for name, (help_text, handler, arguments) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        for argument, options in arguments:
+            p.add_argument(argument, **options)
+        p.set_defaults(func=handler)
     return parser
 
 

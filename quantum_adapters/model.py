@@ -19,12 +19,10 @@ from peft.utils import register_peft_method
 from torch import nn
 
 from ._peft_type import QTHA_PEFT_TYPE
-from .config import QTHAConfig
+from .config import DEFAULT_TARGET_MODULES, QTHAConfig
 from .layer import NotMergeableError, QTHALayer, QTHALinear, merge_message
 
 __all__ = ["QTHAModel"]
-
-_DEFAULT_TARGETS = ["q_proj", "v_proj"]
 
 
 class QTHAModel(BaseTuner):
@@ -33,7 +31,7 @@ class QTHAModel(BaseTuner):
     prefix: str = "qtha_"
     tuner_layer_cls = QTHALayer
     target_module_mapping = {
-        arch: _DEFAULT_TARGETS for arch in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3")
+        arch: list(DEFAULT_TARGET_MODULES) for arch in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3")
     }
 
     def _create_and_replace(
