@@ -17,7 +17,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -43,6 +42,7 @@ from .protocol import (
     TokenLogprob,
     TopLogprob,
     Usage,
+    new_completion_id,
 )
 from .sampling import MAX_CHOICES
 from .security import Lease, QueueFull
@@ -252,7 +252,7 @@ class GenerationResponse(Response):
         self.timeout = float(state.settings.request_timeout_s)
         self.cancel = threading.Event()
         self.text = isinstance(chat, CompletionRequest)  # a text completion, not a chat completion
-        self.id = f"cmpl-{uuid.uuid4().hex[:24]}" if self.text else f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.id = new_completion_id("cmpl" if self.text else "chatcmpl")
         self.created = int(time.time())
         self.background = None  # FastAPI reads it (and may set it); there are no background tasks here
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .sampling import MAX_CHOICES, SamplingParams
 
@@ -72,9 +72,9 @@ _NAME_CHARS = 128
 FinishReason = Literal["stop", "length"]
 
 
-def new_completion_id() -> str:
-    """An OpenAI-style completion id: 'chatcmpl-' + 32 hex digits."""
-    return f"chatcmpl-{uuid.uuid4().hex}"
+def new_completion_id(prefix: str = "chatcmpl") -> str:
+    """An OpenAI-style completion id: 'chatcmpl-' (text completions: 'cmpl-') + 32 hex digits."""
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def _now() -> int:
@@ -288,11 +288,6 @@ class CompletionRequest(_GenerationRequest):
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
-    @property
-    def chat_messages(self) -> list[dict[str, str]]:
-        """The first prompt as the one user message it is answered as."""
-        return [{"role": "user", "content": self.prompts[0]}]
-
 
 # ---------------------------------------------------------------------------------------------------
 # Responses
@@ -393,14 +388,10 @@ class ChatCompletion(_Sent):
 
 
 class DeltaMessage(BaseModel):
-    """A streamed delta; keys that are None are left out, as OpenAI does (`{}` on the last chunk)."""
+    """A streamed delta; its None keys are left out when sent, as OpenAI does (`{}` on the last chunk)."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_none(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChunkChoice(BaseModel):
@@ -443,7 +434,7 @@ class TextCompletion(_Sent):
     streamed events: OpenAI streams the same object, `choices: []` with `usage` last when
     `stream_options.include_usage` is set."""
 
-    id: str = Field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    id: str = Field(default_factory=lambda: new_completion_id("cmpl"))
     object: Literal["text_completion"] = "text_completion"
     created: int = Field(default_factory=_now)
     model: str

@@ -607,8 +607,3 @@ class SafetyCounters:
         """A copy of the counts, e.g. {'crisis': 3, 'medication': 1}."""
         with self._lock:
             return dict(self._counts)
-
-    def get(self, kind: str) -> int:
-        """Count for one kind (0 when none)."""
-        with self._lock:
-            return self._counts.get(kind, 0)

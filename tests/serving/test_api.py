@@ -235,7 +235,7 @@ def test_rate_limit_per_key(service):
 
 
 def test_crisis_message_gets_resources_and_no_generation(client, service):
-    before = service.counters.get("crisis")
+    before = service.counters.snapshot().get("crisis", 0)
     resp = client.post("/v1/chat/completions", json=_chat("I want to kill myself tonight", model="math"))
     body = resp.json()
     text = body["choices"][0]["message"]["content"]
@@ -243,7 +243,7 @@ def test_crisis_message_gets_resources_and_no_generation(client, service):
     assert text.lstrip().startswith(("If you", "988", "You")) or "988" in text.split("\n")[0]
     assert "988" in text and body["qtha"]["safety"]["crisis"] is True
     assert body["usage"]["completion_tokens"] == 0
-    assert service.counters.get("crisis") == before + 1
+    assert service.counters.snapshot().get("crisis", 0) == before + 1
 
 
 def test_medication_dose_request_is_declined(client):

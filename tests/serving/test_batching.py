@@ -75,9 +75,7 @@ def test_a_request_alone_decodes_what_transformers_generate_decodes(engine):
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 max_new_tokens=12,
                 do_sample=False,
-                logits_processor=LogitsProcessorList(
-                    [Penalties(len(ids), frequency=1.0, presence=0)]
-                ),
+                logits_processor=LogitsProcessorList([Penalties(len(ids), frequency=1.0, presence=0)]),
                 pad_token_id=engine.tokenizer.pad_token_id,
             )
         expected = engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)

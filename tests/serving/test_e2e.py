@@ -28,7 +28,10 @@ def live(tiny_chat_model_dir, tiny_artifacts):
     engine = Engine(
         str(tiny_chat_model_dir), {"counseling": tiny_artifacts["counseling"], "math": tiny_artifacts["math"]}
     )
-    app = create_app(Settings(api_keys=(KEY,)), service=ChatService(engine), ui=True)
+    # Small admission limits, so that the flood test knows exactly how many requests wait and how many
+    # are refused.
+    settings = Settings(api_keys=(KEY,), max_concurrent=2, max_queue=3)
+    app = create_app(settings, service=ChatService(engine), ui=True)
     with live_server(app) as srv:
         yield srv
 
@@ -148,33 +151,48 @@ def test_server_stays_healthy_under_bad_requests_and_a_flood(live):
             == 400
         )
 
-        # Long generations hold every slot (taken on the server's own loop), so the flood's outcome
-        # does not depend on how fast the tiny model is: 8 requests wait (max_queue), the other 6
-        # are refused at once with 429, then all 8 are served.
-        queue = live.app.state.queue
+        # Every slot is held (leases taken on the server's own loop), so the flood's outcome does not
+        # depend on how fast the tiny model is: max_queue requests wait, the other `refused` are
+        # answered 429 (queue_full, Retry-After) at once, then the waiting ones are served.
+        queue, settings = live.app.state.queue, live.app.state.settings
+        assert (queue.max_concurrent, settings.max_queue) == (2, 3)
+        refused = 4
         before = live.queue_stats()
         leases = [live.call(queue.lease()) for _ in range(queue.max_concurrent)]
-        codes: list[int] = []
+        answers: list[httpx.Response] = []
 
         def one() -> None:
-            r = c.post(
-                "/v1/chat/completions",
-                json={"model": "math", "messages": [{"role": "user", "content": "count"}], "max_tokens": 16},
+            answers.append(
+                c.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": "math",
+                        "messages": [{"role": "user", "content": "count"}],
+                        "max_tokens": 16,
+                    },
+                )
             )
-            codes.append(r.status_code)
 
-        threads = [threading.Thread(target=one) for _ in range(14)]  # bounded: 14 requests, then stop
+        threads = [threading.Thread(target=one) for _ in range(settings.max_queue + refused)]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 60
-        while live.queue_stats()["rejected"] - before["rejected"] < 6 or live.queue_stats()["waiting"] < 8:
-            assert time.monotonic() < deadline, (live.queue_stats(), codes)
+        while (
+            live.queue_stats()["rejected"] - before["rejected"] < refused
+            or live.queue_stats()["waiting"] < settings.max_queue
+        ):
+            assert time.monotonic() < deadline, (live.queue_stats(), [a.status_code for a in answers])
             time.sleep(0.02)
+        assert sorted(a.status_code for a in answers) == [429] * refused  # refused while slots are held
+        assert c.get("/health").status_code == 200  # and the server answers meanwhile
         for lease in leases:
             live.loop.call_soon_threadsafe(lease.release)
         for t in threads:
             t.join(timeout=120)
-        assert sorted(codes) == [200] * 8 + [429] * 6, codes
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [200] * settings.max_queue + [429] * refused, codes
+        for busy in (a for a in answers if a.status_code == 429):
+            assert _error(busy.content)["code"] == "queue_full" and int(busy.headers["Retry-After"]) >= 1
         stats = c.get("/health").json()["queue"]
         assert stats["in_flight"] == 0 and stats["waiting"] == 0
         ok = c.post(
