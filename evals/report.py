@@ -22,9 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,6 +33,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from evals.metrics import relative_reduction
+from quantum_adapters.files import atomic_write
 
 __all__ = ["build_report", "headline", "headline_from_results"]
 
@@ -483,15 +482,26 @@ def _sample_models(samples: Sequence[Mapping[str, Any]]) -> list[str]:
     return models
 
 
-def _markdown(
-    title: str,
-    headline_text: str,
-    table: tuple[list[str], list[list[str]]],
-    plots: list[_Plot],
-    robustness: tuple[list[str], list[list[str]]] | None,
-    samples: list[Mapping[str, Any]],
-    generated: str,
-) -> str:
+@dataclass(frozen=True)
+class _Page:
+    """What one report shows, checked and formatted; written out once as Markdown and once as HTML."""
+
+    title: str
+    headline: str
+    """The top line ("" for none)."""
+    table: tuple[list[str], list[list[str]]]
+    """The results table: header, rows of display strings."""
+    plots: list[_Plot]
+    robustness: tuple[list[str], list[list[str]]] | None
+    """The shots/noise table, when there is one."""
+    samples: list[Mapping[str, Any]]
+    generated: str
+    """When the report was built (UTC, to the minute)."""
+
+
+def _markdown(page: _Page) -> str:
+    title, headline_text, table, plots = page.title, page.headline, page.table, page.plots
+    robustness, samples, generated = page.robustness, page.samples, page.generated
     out = [f"# {_md_text(title)}", ""]
     if headline_text:
         out += [f"**{_md_text(headline_text)}**", ""]
@@ -513,15 +523,9 @@ def _markdown(
     return "\n".join(out)
 
 
-def _html(
-    title: str,
-    headline_text: str,
-    table: tuple[list[str], list[list[str]]],
-    plots: list[_Plot],
-    robustness: tuple[list[str], list[list[str]]] | None,
-    samples: list[Mapping[str, Any]],
-    generated: str,
-) -> str:
+def _html(page: _Page) -> str:
+    title, headline_text, table, plots = page.title, page.headline, page.table, page.plots
+    robustness, samples, generated = page.robustness, page.samples, page.generated
     e = html.escape
     body = [f"<h1>{e(title)}</h1>"]
     if headline_text:
@@ -571,18 +575,6 @@ def _robustness_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], lis
     return keys, table_rows
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_report(
     title: str,
     results: list[dict],
@@ -627,11 +619,11 @@ def build_report(
     table = _table(rows)
     robustness_table = _robustness_table(checked_robustness) if checked_robustness else None
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    args = (title, headline_text, table, made, robustness_table, checked_samples, generated)
+    page = _Page(title, headline_text, table, made, robustness_table, checked_samples, generated)
 
     for plot in made:
-        _write_atomic(out_dir / plot.filename, plot.png)
+        atomic_write(out_dir / plot.filename, plot.png)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    _write_atomic(md_path, _markdown(*args).encode("utf-8"))
-    _write_atomic(html_path, _html(*args).encode("utf-8"))
+    atomic_write(md_path, _markdown(page).encode("utf-8"))
+    atomic_write(html_path, _html(page).encode("utf-8"))
     return md_path, html_path

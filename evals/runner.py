@@ -15,6 +15,7 @@ from typing import Any
 
 from quantum_adapters.artifact import ArtifactError, verify
 from quantum_adapters.domains import COUNSELING, DOMAINS, MATH, canonical
+from quantum_adapters.files import atomic_write, read_jsonl
 from quantum_adapters.models import resolve_model
 
 from .metrics import bootstrap_ci, relative_reduction
@@ -65,8 +66,7 @@ def _curve(manifest: dict[str, Any]) -> list[tuple[int, float]]:
     path = Path(run_dir) / "metrics.jsonl" if run_dir else None
     if not path or not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    return [(r["step"], r["loss"]) for r in read_jsonl(path) if "loss" in r]
 
 
 def verified_manifest(path: Path, source: Any) -> dict[str, Any]:
@@ -232,7 +232,7 @@ def run_evaluation(
         samples=samples,
         headline=head,
     )
-    (out_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    atomic_write(out_dir / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     seconds = round(time.time() - t0, 1)
 
     # 5. registry: training runs of the artifacts, then the evaluation, each in one transaction
