@@ -284,19 +284,7 @@ class QTHALinear(nn.Module, QTHALayer):
         active = [a for a in self.active_adapters if a in self.qtha_w_a]
         if not active:
             return result
-        out_dtype = result.dtype
-        # float32 adapter maths even under autocast (entering the context costs as much as a small matmul,
-        # so only when autocast is on)
-        autocast = torch.is_autocast_enabled(x.device.type)
-        with torch.autocast(device_type=x.device.type, enabled=False) if autocast else nullcontext():
-            xf = x if x.dtype == torch.float32 else x.to(torch.float32)
-            for adapter in active:
-                dropout = self.qtha_dropout[adapter]
-                if not torch.is_grad_enabled() and not (dropout.training and isinstance(dropout, nn.Dropout)):
-                    result = self.add_fused(adapter, xf, result)
-                else:
-                    result = result + self.delta(adapter, xf).to(out_dtype)
-        return result
+        return self._add_deltas(x, result, dict.fromkeys(active))
 
     def _mixed_batch_forward(
         self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any
@@ -320,21 +308,32 @@ class QTHALinear(nn.Module, QTHALayer):
                 groups.setdefault(name, []).append(i)
         if not groups:
             return result
-        out_dtype = result.dtype
+        whole = len(groups) == 1 and len(next(iter(groups.values()))) == x.shape[0]
+        return self._add_deltas(x, result, dict.fromkeys(groups) if whole else groups)
+
+    def _add_deltas(
+        self, x: torch.Tensor, result: torch.Tensor, rows: dict[str, list[int] | None]
+    ) -> torch.Tensor:
+        """``result`` (B, ..., d_out) plus each adapter's delta on its rows of x (B, ..., d_in): ``rows``
+        maps an adapter to the batch rows it applies to, ``None`` for all of them (no gather).
+
+        The maths runs in float32 even under autocast; without gradients (and with no active dropout) in
+        the folded form (:meth:`add_fused`), else through :meth:`delta`.
+        """
+        # entering the autocast context costs as much as a small matmul, so only when autocast is on
         autocast = torch.is_autocast_enabled(x.device.type)
         with torch.autocast(device_type=x.device.type, enabled=False) if autocast else nullcontext():
             xf = x if x.dtype == torch.float32 else x.to(torch.float32)
-            for adapter, rows in groups.items():
-                whole = len(rows) == x.shape[0]
-                index = None if whole else torch.tensor(rows, device=x.device)
-                sub_x = xf if whole else xf.index_select(0, index)  # (B_a, ..., d_in)
-                sub = result if whole else result.index_select(0, index)  # (B_a, ..., d_out)
+            for adapter, subset in rows.items():
+                index = None if subset is None else torch.tensor(subset, device=x.device)
+                sub_x = xf if index is None else xf.index_select(0, index)  # (B_a, ..., d_in)
+                sub = result if index is None else result.index_select(0, index)  # (B_a, ..., d_out)
                 dropout = self.qtha_dropout[adapter]
                 if not torch.is_grad_enabled() and not (dropout.training and isinstance(dropout, nn.Dropout)):
                     sub = self.add_fused(adapter, sub_x, sub)
                 else:
-                    sub = sub + self.delta(adapter, sub_x).to(out_dtype)
-                result = sub if whole else result.index_copy(0, index, sub)
+                    sub = sub + self.delta(adapter, sub_x).to(result.dtype)
+                result = sub if index is None else result.index_copy(0, index, sub)
         return result
 
     def __repr__(self) -> str:
