@@ -106,18 +106,24 @@ struct Kernel {
     return s;
   }
 
+  // f(lo, hi) for every pair of rows whose indices differ only in wire j < n - w (wires 0 .. n-w-1 index
+  // rows, n-w .. n-1 lanes): lo has wire j's bit 0, hi has it 1.
+  template <typename F>
+  inline void row_pairs(int j, F&& f) const {
+    const int st = 1 << (n - w - 1 - j);
+    for (int base = 0; base < R; base += 2 * st)
+      for (int k = 0; k < st; ++k) f(base + k, base + st + k);
+  }
+
   // RY(theta_j) on every wire j; c, s: cos and sin of the half angles (sign -1: the transposes).
   inline void ry_layer(V* __restrict x, const T* c, const T* s, T sign) const {
-    const int rb = n - w;  // wires 0 .. rb-1 index rows, rb .. n-1 lanes
-    for (int j = 0; j < rb; ++j) {
-      const int st = 1 << (rb - 1 - j);
+    for (int j = 0; j < n - w; ++j) {
       const T cj = c[j], sj = sign * s[j];
-      for (int base = 0; base < R; base += 2 * st)
-        for (int k = 0; k < st; ++k) {
-          const V a = x[base + k], b = x[base + st + k];
-          x[base + k] = cj * a - sj * b;
-          x[base + st + k] = sj * a + cj * b;
-        }
+      row_pairs(j, [&](int lo, int hi) {
+        const V a = x[lo], b = x[hi];
+        x[lo] = cj * a - sj * b;
+        x[hi] = sj * a + cj * b;
+      });
     }
     V ss[8];
     T cc[8];
@@ -141,15 +147,9 @@ struct Kernel {
 
   // out[j] += dL/dtheta_j of an RY on wire j = sum over pairs of lam1.psi0 - lam0.psi1
   inline void ry_grads(const V* pr, const V* pi, const V* lr, const V* li, T* out) const {
-    const int rb = n - w;
-    for (int j = 0; j < rb; ++j) {
-      const int st = 1 << (rb - 1 - j);
+    for (int j = 0; j < n - w; ++j) {
       V acc = {};
-      for (int base = 0; base < R; base += 2 * st)
-        for (int k = 0; k < st; ++k) {
-          const int lo = base + k, hi = lo + st;
-          acc += lr[hi] * pr[lo] + li[hi] * pi[lo] - lr[lo] * pr[hi] - li[lo] * pi[hi];
-        }
+      row_pairs(j, [&](int lo, int hi) { acc += lr[hi] * pr[lo] + li[hi] * pi[lo] - lr[lo] * pr[hi] - li[lo] * pi[hi]; });
       out[j] += hsum(acc);
     }
     for (int p = 0; p < w; ++p) {
@@ -166,15 +166,9 @@ struct Kernel {
   }
 
   inline void readout(const V* re, const V* im, T* z) const {
-    const int rb = n - w;
-    for (int j = 0; j < rb; ++j) {
-      const int st = 1 << (rb - 1 - j);
+    for (int j = 0; j < n - w; ++j) {
       V acc = {};
-      for (int base = 0; base < R; base += 2 * st)
-        for (int k = 0; k < st; ++k) {
-          const int lo = base + k, hi = lo + st;
-          acc += re[lo] * re[lo] + im[lo] * im[lo] - re[hi] * re[hi] - im[hi] * im[hi];
-        }
+      row_pairs(j, [&](int lo, int hi) { acc += re[lo] * re[lo] + im[lo] * im[lo] - re[hi] * re[hi] - im[hi] * im[hi]; });
       z[j] = hsum(acc);
     }
     for (int p = 0; p < w; ++p) {
