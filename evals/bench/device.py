@@ -26,6 +26,8 @@ import math
 import time
 from typing import Any
 
+from . import add_circuit_arguments
+
 __all__ = ["register", "run"]
 
 
@@ -145,9 +147,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--device", default="default.qubit", help="PennyLane device name (default default.qubit)")
     p.add_argument("--shots", type=int, default=None, help="shots per circuit (default: exact)")
-    p.add_argument("--qubits", type=int, default=4, help="circuit qubits = adapter rank (default 4)")
-    p.add_argument("--layers", type=int, default=2, help="circuit layers (default 2)")
-    p.add_argument("--rows", type=int, default=64, help="input rows = circuits (default 64)")
+    add_circuit_arguments(p, qubits=4, layers=2, rows=64, rows_help="input rows = circuits")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
     p.add_argument(
         "--noise-backend",

@@ -35,6 +35,8 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +60,12 @@ def _fresh_artifact(model: str, r: int, layers: int, folder: Path, method: str =
 
     from quantum_adapters import QTHAConfig
     from quantum_adapters.artifact import freeze
+    from quantum_adapters.config import DEFAULT_TARGET_MODULES
     from quantum_adapters.models import load_base_model
 
     base, _, source = load_base_model(model)
     if method == "lora":
-        config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"])
+        config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(DEFAULT_TARGET_MODULES))
     else:
         config = QTHAConfig(r=r, n_layers=layers, init_seed=0)
     return freeze(
@@ -71,6 +74,17 @@ def _fresh_artifact(model: str, r: int, layers: int, folder: Path, method: str =
         base=source,
         training={"note": "untrained, for benchmarks"},
     )
+
+
+@contextmanager
+def _adapter(model: str, artifact: str | None, r: int, layers: int | None) -> Iterator[tuple[Path, Path]]:
+    """``(the artifact to serve, a scratch folder)``: ``artifact`` if given (refused if it is no
+    folder), else an untrained QTHA adapter of ``r`` qubits and ``layers`` layers (default ``r``)
+    frozen into the scratch folder, which is removed afterwards."""
+    if artifact is not None and not Path(artifact).is_dir():
+        raise ValueError(f"bench serve: artifact not found: {artifact} is not a directory")
+    with tempfile.TemporaryDirectory() as tmp:
+        yield (Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))), Path(tmp)
 
 
 def _decode_s(engine: Any, name: str, prompt: str, tokens: int) -> tuple[int, float]:
@@ -232,10 +246,7 @@ def run_concurrency(
     from serving.engine import BASE, Engine
 
     check_bounds("serve", {"--tokens": (tokens, 1), "--rounds": (rounds, 1), "--r": (r, 2)})
-    if artifact is not None and not Path(artifact).is_dir():
-        raise ValueError(f"bench serve: artifact not found: {artifact} is not a directory")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))
+    with _adapter(model, artifact, r, layers) as (path, _):
         adapters = {"adapter": path}
         if mixed:  # a second adapter: the same files under another name run as a separate adapter
             adapters["adapter2"] = path
@@ -301,14 +312,11 @@ def run(
     check_bounds(
         "serve", {"--tokens": (tokens, 1), "--clients": (clients, 1), "--rounds": (rounds, 1), "--r": (r, 2)}
     )
-    if artifact is not None and not Path(artifact).is_dir():
-        raise ValueError(f"bench serve: artifact not found: {artifact} is not a directory")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))
+    with _adapter(model, artifact, r, layers) as (path, tmp):
         adapters = {"adapter": path}
         if lora:  # PEFT LoRA served unmerged (same r, q_proj + v_proj): the classical reference
             # (not named 'lora': PEFT warns that a name inside its 'lora_' prefix may reinitialise weights)
-            adapters["classical"] = _fresh_artifact(model, r, 0, Path(tmp), method="lora")
+            adapters["classical"] = _fresh_artifact(model, r, 0, tmp, method="lora")
         engine = Engine(model, adapters)
         names = [BASE, *adapters]
         for name in names:  # warm-up: first calls build caches and allocator pools

@@ -37,7 +37,7 @@ from torch import Tensor
 from quantum_adapters import _kernel
 from quantum_adapters.backends import execute
 
-from . import check_bounds
+from . import add_circuit_arguments, check_bounds
 
 __all__ = ["circuit_flops", "register", "run"]
 
@@ -302,9 +302,7 @@ def register(subparsers: Any) -> None:
         help="fast circuit simulator vs PennyLane default.qubit: forward+backward time, agreement, memory",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    p.add_argument("--qubits", type=int, default=8, help="circuit qubits = adapter rank r (default 8)")
-    p.add_argument("--layers", type=int, default=8, help="circuit layers L (default 8)")
-    p.add_argument("--rows", type=int, default=4096, help="circuits per batch, one per token (default 4096)")
+    add_circuit_arguments(p, qubits=8, layers=8, rows=4096, rows_help="circuits per batch, one per token")
     p.add_argument(
         "--repeats", type=int, default=3, help="timed steps per backend; the median is reported (default 3)"
     )

@@ -41,12 +41,13 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
 
     from quantum_adapters import QTHAConfig
+    from quantum_adapters.config import DEFAULT_TARGET_MODULES
     from quantum_adapters.models import load_base_model
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, _tok, _src = load_base_model(args.model, device=device)
-    targets = ["q_proj", "v_proj"]
+    targets = list(DEFAULT_TARGET_MODULES)
     if args.method == "lora":
         config = LoraConfig(r=args.r, lora_alpha=16, target_modules=targets, lora_dropout=0.05)
     else:

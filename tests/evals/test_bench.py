@@ -28,10 +28,16 @@ def test_bench_serve_reports_every_figure(tiny_chat_model_dir, capsys):
 def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_dir):
     from evals.bench import train_step
 
-    result = train_step.run(str(tiny_chat_model_dir), r=2, layers=1, steps=1, warmup=0, batch=1, seq=16)
-    assert result["step_s_qtha"] > 0 and result["step_s_lora"] > 0
-    assert result["ratio"] == result["step_s_qtha"] / result["step_s_lora"]
-    assert result["trainable_qtha"] > 0 and result["trainable_lora"] > 0 and result["peak_mb_qtha"] > 0
+    result = train_step.run(
+        str(tiny_chat_model_dir), r=2, layers=1, variant="BC", steps=1, warmup=0, batch=1, seq=16
+    )
+    assert result["step_s_qtha"] > 0 and result["step_s_lora"] > 0 and result["ratio"] > 0
+    # trainable parameters by hand, for q_proj (64 -> 64) and v_proj (64 -> 32, two KV heads of 16) of
+    # both decoder layers. LoRA r = 2: r (d_in + d_out) = 2 x 128 + 2 x 96 per layer.
+    assert result["trainable_lora"] == 2 * (2 * (64 + 64) + 2 * (64 + 32)) == 896
+    # QTHA BC, r = 2, one circuit layer: W_A d_in x r, W_B r x d_out, CW and QW r x r, circuit 1 x 4 x r.
+    assert result["trainable_qtha"] == 2 * ((64 * 2 + 2 * 64 + 8 + 8) + (64 * 2 + 2 * 32 + 8 + 8)) == 960
+    assert result["peak_mb_qtha"] > 0
     # the circuits' share of the step: time inside them, and the final states they keep (1 x 16 rows)
     assert 0 < result["circuit_s"] and 0 < result["circuit_share"] < 1
     n_modules = 2 * 2  # q_proj and v_proj of the tiny model's two decoder layers
