@@ -32,12 +32,14 @@ import gc
 import hashlib
 import json
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from quantum_adapters.domains import COUNSELING, DOMAINS, MATH
+from quantum_adapters.files import atomic_write_json
 
 __all__ = ["StudyError", "load_config", "plan", "register", "run_study", "study_report"]
 
@@ -153,8 +155,8 @@ def load_config(path: str, *, check_data: bool = True) -> dict[str, Any]:
         dwhere = f"{where}: domains.{dname}"
         if not isinstance(dom, dict) or "train" not in dom or "evals" not in dom:
             raise StudyError(f"{dwhere}: expected 'train' (a data spec) and 'evals' (name -> data, limit)")
-        if dname not in ("counseling", "math"):
-            raise StudyError(f"{dwhere}: expected the domain counseling or math; got {dname!r}")
+        if dname not in DOMAINS:
+            raise StudyError(f"{dwhere}: expected the domain {' or '.join(DOMAINS)}; got {dname!r}")
         for key in dom:
             if key not in _DOMAIN_KEYS:
                 raise StudyError(f"{dwhere}.{key}: unknown key (expected {', '.join(_DOMAIN_KEYS)})")
@@ -184,7 +186,7 @@ def load_config(path: str, *, check_data: bool = True) -> dict[str, Any]:
                 _seeds(f"{dwhere}.protocols.{pname}.arm_seeds.{arm}", seeds)
         acc = dom.get("accuracy")
         if acc is not None:
-            if dname != "math":
+            if dname != MATH.name:
                 raise StudyError(f"{dwhere}.accuracy: only the math domain generates answers")
             for key in ("model", "arms", "data", "limit"):
                 if key not in acc:
@@ -476,7 +478,6 @@ def _curves(folder: Path) -> dict[str, list[list[float]]]:
 def _evaluate(cfg: dict, run: Run, artifact: Path | None) -> dict[str, Any]:
     """Held-out metrics of one run (or the base model): {eval set: {metric: value, ...}}."""
     from serving.engine import BASE, Engine
-    from training.tokenize import encode
 
     from . import counseling_eval, math_eval
     from .metrics import bootstrap_ci
@@ -506,21 +507,15 @@ def _evaluate(cfg: dict, run: Run, artifact: Path | None) -> dict[str, Any]:
                 metrics[f"{key}_items"] = per[key]
             out["gsm8k-accuracy"] = metrics
         reply_fn = None
-        if run.domain == "counseling" and dom.get("safety_probes", True):
+        if run.domain == COUNSELING.name and dom.get("safety_probes", True):
             from serving.embeddings import load_embedder
-            from serving.sampling import SamplingParams
-            from serving.service import ChatService
 
-            service = ChatService(engine, embedder=load_embedder())
-
-            def reply_fn(prompt: str, model: str) -> str:
-                msgs = [{"role": "user", "content": prompt}]
-                return service.complete(msgs, model, SamplingParams(max_tokens=96)).text
+            reply_fn = counseling_eval.served_replies(engine, load_embedder())
 
         for ename, ev in dom["evals"].items():
             examples = task_examples(run.domain, ev["data"], ev.get("limit"))
-            per = {}
-            if run.domain == "counseling":
+            per: dict[str, list[float]] = {}
+            if run.domain == COUNSELING.name:
                 metrics = counseling_eval.run(
                     engine,
                     examples,
@@ -533,19 +528,7 @@ def _evaluate(cfg: dict, run: Run, artifact: Path | None) -> dict[str, Any]:
                 reply_fn = None  # the probes do not depend on the eval set: once per run
             else:
                 max_len = ev.get("max_len", cfg["train"].get("max_len", 256))
-                features = [
-                    f
-                    for f in (encode(engine.tokenizer, ex, max_len, trim_context=True) for ex in examples)
-                    if f
-                ]
-                scores = engine.score(features, name)
-                n_tok = sum(s.n_tokens for s in scores)
-                metrics = {
-                    "n": float(len(features)),
-                    "eval_loss": sum(s.nll_sum for s in scores) / n_tok,
-                    "token_error_rate": 1 - sum(s.n_correct for s in scores) / n_tok,
-                }
-                per["eval_loss"] = [s.nll_sum / max(s.n_tokens, 1) for s in scores]
+                metrics, per, _ = counseling_eval.score_references(engine, examples, name, max_len=max_len)
             metrics["eval_loss_ci"] = list(bootstrap_ci(per["eval_loss"], seed=0))
             metrics["eval_loss_items"] = per["eval_loss"]
             out[ename] = metrics
@@ -602,12 +585,6 @@ def _record(reg: Any, root: Path, run: Run, payload: dict[str, Any]) -> None:
     reg.record_evaluation({"task": TASK, "data": run.domain, "model": run.model, "json": payload}, results)
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, default=str))
-    os.replace(tmp, path)
-
-
 def _execute(cfg: dict, root: Path, run: Run, reg: Any, progress: bool = True) -> None:
     folder = root / "runs" / run.folder
     t0 = time.time()
@@ -645,7 +622,8 @@ def _execute(cfg: dict, root: Path, run: Run, reg: Any, progress: bool = True) -
     }
     folder.mkdir(parents=True, exist_ok=True)
     _record(reg, root, run, payload)
-    _atomic_json(folder / run.marker, payload)  # after the registry: a marker means it is recorded
+    # after the registry: a marker means it is recorded
+    atomic_write_json(folder / run.marker, payload, default=str)
 
 
 _STAGE_ORDER = {"base": 0, "sweep": 1, "final": 2, "base-accuracy": 3, "accuracy": 4}
@@ -867,7 +845,7 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
     (report_dir / "report.md").write_text("\n".join(md) + "\n")
     summary["report_md"] = str(report_dir / "report.md")
     summary["markdown"] = "\n".join(md)
-    _atomic_json(root / "study.json", summary)
+    atomic_write_json(root / "study.json", summary, default=str)
     return summary
 
 
