@@ -317,10 +317,13 @@ def test_circuit_layer_uses_the_frozen_form_without_gradients_and_follows_weight
     x = _random((6, 4), torch.float32, 3)
     with torch.no_grad():
         first = layer(x)
-        assert isinstance(layer._frozen_circuit, simulator.FrozenCircuit)
+        frozen = layer.inference_form()
+        assert isinstance(frozen, simulator.FrozenCircuit) and layer.inference_form() is frozen  # kept
+        torch.testing.assert_close(first, frozen(x), rtol=0, atol=0)
         torch.testing.assert_close(first, expvals(x, layer.weights), rtol=0, atol=1e-5)
         layer.weights.add_(0.3)  # an in-place change (an optimiser step) invalidates the cached unitaries
         second = layer(x)
+        assert layer.inference_form() is not frozen
     torch.testing.assert_close(second, expvals(x, layer.weights.detach()), rtol=0, atol=1e-5)
     assert (second - first).abs().max() > 1e-3
     # with gradients, the differentiable simulator runs: the inputs get a gradient
@@ -331,7 +334,7 @@ def test_circuit_layer_uses_the_frozen_form_without_gradients_and_follows_weight
     wide = QuantumCircuitLayer(8, 8)
     with torch.no_grad():
         out = wide(_random((2, 8), torch.float32, 4))
-    assert not wide._frozen_circuit.dense and out.shape == (2, 8)
+    assert not wide.inference_form().dense and out.shape == (2, 8)
 
 
 def test_inference_mode_first_use_leaves_autograd_and_later_modes_working(execution):
