@@ -108,3 +108,17 @@ def test_params_bad_budget_is_one_line(capsys):
     assert (
         "param_budget: expected a fraction" in err and "got 2.0" in err and len(err.strip().splitlines()) == 1
     )
+
+
+def test_default_targets_are_the_configs():
+    """``--targets`` left out, count_params's default and QTHAModel's per-architecture default all take
+    config.DEFAULT_TARGET_MODULES."""
+    from quantum_adapters.cli import build_parser
+    from quantum_adapters.config import DEFAULT_TARGET_MODULES
+    from quantum_adapters.model import QTHAModel
+
+    args = build_parser().parse_args(["params", "--config", "c.json"])
+    assert args.targets.split(",") == list(DEFAULT_TARGET_MODULES)
+    assert QTHAModel.target_module_mapping["llama"] == list(DEFAULT_TARGET_MODULES)
+    config = str(ROOT / "configs/hf/qwen2.5-7b.json")
+    assert count_params(config, r=4) == count_params(config, r=4, targets=list(DEFAULT_TARGET_MODULES))
