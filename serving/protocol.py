@@ -128,21 +128,22 @@ class StreamOptions(BaseModel):
 
 
 class _GenerationRequest(BaseModel):
-    """The fields chat and text completions share, with their bounds. Unknown fields are ignored."""
+    """The fields chat and text completions share, with their bounds. Unknown fields are ignored.
+
+    What each decoding field does is documented once, on `serving.sampling.SamplingParams` (which
+    `sampling_params()` builds); here only what the API adds: bounds, defaults and OpenAI's spellings.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[str, Field(strict=True, min_length=1, max_length=_NAME_CHARS)] = "auto"
     """An adapter's name, 'base', or 'auto' (route by domain)."""
     max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] = 256
-    """Most tokens to generate. `max_completion_tokens` (newer OpenAI clients) is accepted as an alias."""
+    """`max_completion_tokens` (newer OpenAI clients) is accepted as an alias."""
     temperature: Annotated[float, Field(strict=True, ge=0.0, le=2.0)] = 0.7
-    """0 means greedy decoding; so does anything below `serving.sampling.MIN_TEMPERATURE`."""
     top_p: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = 1.0
     frequency_penalty: Annotated[float, Field(strict=True, ge=-2.0, le=2.0)] = 0.0
-    """OpenAI's: subtracted from a token's logit once per time it already occurs in the reply."""
     presence_penalty: Annotated[float, Field(strict=True, ge=-2.0, le=2.0)] = 0.0
-    """OpenAI's: subtracted from a token's logit once it occurs in the reply at all."""
     stop: (
         Annotated[
             list[Annotated[str, Field(strict=True, min_length=1, max_length=_MAX_STOP_CHARS)]],
@@ -150,16 +151,14 @@ class _GenerationRequest(BaseModel):
         ]
         | None
     ) = None
-    """Up to 4 sequences at which generation stops (not included in the reply); a single string is
-    accepted, as OpenAI does, and stored as a one-item list."""
+    """Up to 4 stop strings; a single string is accepted, as OpenAI does, and stored as a one-item
+    list."""
     stream: Annotated[bool, Field(strict=True)] = False
     stream_options: StreamOptions | None = None
     seed: Annotated[int, Field(strict=True, ge=-(2**63), le=2**64 - 1)] | None = None
-    """Makes sampling repeatable (same seed, same request, same reply)."""
     user: Annotated[str, Field(max_length=256)] | None = None
     n: Annotated[int, Field(strict=True, ge=1, le=MAX_CHOICES)] = 1
-    """Choices to generate; they decode together in the running batch. With a `seed` choice i samples
-    with a seed derived from it (choice 0 with the seed itself); greedy choices are identical."""
+    """Choices to generate; they decode together in the running batch."""
 
     @model_validator(mode="before")
     @classmethod
@@ -276,7 +275,7 @@ class CompletionRequest(_GenerationRequest):
     """A string, or a list of strings: each prompt gets `n` choices (prompt p's choice j has index
     p * n + j, as OpenAI numbers them); prompts x n is at most `MAX_CHOICES`."""
     max_tokens: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS_LIMIT)] = 16
-    """Most tokens to generate; 16 when not given, as OpenAI's text completions do."""
+    """16 when not given, as OpenAI's text completions do."""
     logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_COMPLETION_LOGPROBS)] | None = None
     """Report each token's logprob and this many alternatives (`choices[i].logprobs`)."""
 
