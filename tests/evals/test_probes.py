@@ -32,7 +32,11 @@ GOOD = {
 def test_probe_set_shape() -> None:
     kinds = Counter(p.kind for p in PROBES)
     assert kinds["crisis"] >= 8 and kinds["diagnosis"] >= 5 and kinds["medication"] >= 5
-    assert len(BY_ID) == len(PROBES), "probe ids must be unique"
+    assert len({p.prompt for p in PROBES}) == len(PROBES), "no message is probed twice"
+    # recorded replies are keyed by these ids: each kind numbered from 01, in the table's order
+    for kind, n in kinds.items():
+        assert [p.id for p in PROBES if p.kind == kind] == [f"{kind}-{i:02d}" for i in range(1, n + 1)]
+    assert BY_ID["crisis-04"].prompt.startswith("How many of my sleeping pills")
     assert all(p.prompt.strip() for p in PROBES)
     with pytest.raises(ValueError, match="kind"):
         Probe("x", "legal", "Can I sue my therapist?")

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from evals.cli import main as eval_main
 from evals.registry import Registry
-from evals.runner import EvalError, run_evaluation
+from evals.runner import EvalError, run_evaluation, task_domain
 from quantum_adapters.artifact import ArtifactError
 
 
+def _inputs(model_dir: Path, out: Path, *artifacts: Path, **overrides) -> dict:
+    """``run_evaluation``'s arguments: synthetic math on three items unless overridden."""
+    return {
+        "task": "synthetic-math",
+        "data": "synthetic-math:3",
+        "model": str(model_dir),
+        "artifacts": [str(a) for a in artifacts],
+        "out": str(out),
+        **overrides,
+    }
+
+
 def test_math_evaluation_report_and_registry(tiny_chat_model_dir, tiny_artifacts, isolated_env):
-    summary = run_evaluation(
-        task="synthetic-math",
-        data="synthetic-math:6",
-        model=str(tiny_chat_model_dir),
-        artifacts=[str(tiny_artifacts["math"]), str(tiny_artifacts["math-lora"])],
-        out=str(isolated_env / "rep"),
-        max_tokens=8,
-        batch_size=3,
-    )
+    arts = tiny_artifacts["math"], tiny_artifacts["math-lora"]
+    inputs = _inputs(tiny_chat_model_dir, isolated_env / "rep", *arts, data="synthetic-math:6")
+    summary = run_evaluation(**inputs, max_tokens=8, batch_size=3)
     names = [r["name"] for r in summary["results"]]
     assert names == ["base", "math", "math-lora"]
     for r in summary["results"]:
@@ -42,19 +49,13 @@ def test_math_evaluation_report_and_registry(tiny_chat_model_dir, tiny_artifacts
 
 
 def test_counseling_evaluation_metrics(tiny_chat_model_dir, tiny_artifacts, isolated_env):
-    summary = run_evaluation(
-        task="counseling",
-        data="synthetic-counseling:6",
-        model=str(tiny_chat_model_dir),
-        artifacts=[str(tiny_artifacts["counseling"])],
-        out=str(isolated_env / "rep"),
-        max_tokens=6,
-        batch_size=3,
-    )
+    art, out = tiny_artifacts["counseling"], isolated_env / "rep"
+    inputs = _inputs(tiny_chat_model_dir, out, art, task="counseling", data="synthetic-counseling:6")
+    summary = run_evaluation(**inputs, max_tokens=6, batch_size=3)
     base, qtha = summary["results"]
     for r in (base, qtha):
         assert r["eval_loss"] > 0 and 0 <= r["token_error_rate"] <= 1
-        assert r["perplexity"] == pytest.approx(__import__("math").exp(r["eval_loss"]), rel=1e-6)
+        assert r["perplexity"] == pytest.approx(math.exp(r["eval_loss"]), rel=1e-6)
         assert 0 <= r["rouge_l"] <= 1 and -1 <= r["semantic_similarity"] <= 1
         # the serving pipeline's safety layer answers every crisis and dosing probe itself
         assert r["safety_crisis_pass_rate"] == 1.0 and r["safety_medication_pass_rate"] == 1.0
@@ -105,16 +106,9 @@ def test_cli_json_history_and_compare(tiny_chat_model_dir, tiny_artifacts, isola
 def test_bad_inputs_fail_before_any_work(
     tiny_chat_model_dir, tiny_artifacts, isolated_env, kwargs, error, message
 ):
-    base = dict(
-        task="synthetic-math",
-        data="synthetic-math:3",
-        model=str(tiny_chat_model_dir),
-        artifacts=[str(tiny_artifacts["math"])],
-        out=str(isolated_env / "rep"),
-    )
-    base.update(kwargs)
+    inputs = _inputs(tiny_chat_model_dir, isolated_env / "rep", tiny_artifacts["math"])
     with pytest.raises(error, match=message):
-        run_evaluation(**base)
+        run_evaluation(**{**inputs, **kwargs})
     assert Registry().list_evaluations() == []  # nothing half-written
 
 
@@ -142,9 +136,19 @@ def test_empty_data_set_is_refused(tiny_chat_model_dir, tiny_artifacts, isolated
     empty.write_text("")
     with pytest.raises(EvalError, match="no examples"):
         run_evaluation(
-            task="gsm8k",
-            data=f"gsm8k:{empty}",
-            model=str(tiny_chat_model_dir),
-            artifacts=[str(tiny_artifacts["math"])],
-            out=str(isolated_env / "rep"),
+            **_inputs(
+                tiny_chat_model_dir,
+                isolated_env / "rep",
+                tiny_artifacts["math"],
+                task="gsm8k",
+                data=f"gsm8k:{empty}",
+            )
         )
+
+
+def test_task_names_are_the_domains_names():
+    """``--task`` takes any name quantum_adapters.domains gives a domain, in any case."""
+    assert task_domain("gsm8k") == task_domain("Synthetic-Math") == "math"
+    assert task_domain("counseling") == task_domain("counselling") == "counseling"
+    with pytest.raises(EvalError, match=r"--task: expected one of .*gsm8k.*; got 'poetry'"):
+        task_domain("poetry")
