@@ -55,13 +55,17 @@ def check_device(
 ) -> None:
     """Raise ``ValueError`` unless ``device`` is installed and can run an ``n_qubits``-qubit circuit
     (with ``shots`` and ``noise_backend``); builds the device (and caches its QNode) but runs nothing."""
-    available = installed_devices()
-    if device not in available:
-        raise ValueError(f"pennylane_backend: expected a device in {available}; got {device!r}")
+    _require_installed(device)
     try:
         _qnode(device, n_qubits, 1, shots, noise_backend)
     except ValueError as err:
         raise ValueError(f"device {device!r} cannot run the {n_qubits}-qubit circuit: {err}") from err
+
+
+def _require_installed(device: str) -> None:
+    available = installed_devices()
+    if device not in available:
+        raise ValueError(f"pennylane_backend: expected a device in {available}; got {device!r}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -167,9 +171,7 @@ def _qnode(
 ) -> Callable[[Tensor, Tensor], tuple]:
     """Build (once per device, size, shots and noise) the QNode ``(inputs (B, n), weights) -> n tensors
     (B,)``, or with ``per_circuit`` ``(angles (B, L, n), weights (B, L, 4, n)) -> n tensors (B,)``."""
-    available = installed_devices()
-    if device not in available:
-        raise ValueError(f"pennylane_backend: expected a device in {available}; got {device!r}")
+    _require_installed(device)
     options = {}
     if noise_backend is not None:
         if not device.startswith("qiskit.aer"):
