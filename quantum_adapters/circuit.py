@@ -36,6 +36,7 @@ __all__ = [
     "ANSATZ",
     "Gate",
     "check_inputs",
+    "check_shots",
     "check_weights",
     "describe",
     "gates",
@@ -189,6 +190,12 @@ def check_inputs(inputs: object, weights: object, where: str, floating: bool = F
     if floating and not inputs.is_floating_point():
         raise TypeError(f"{where}(inputs): expected a floating-point tensor; got dtype {inputs.dtype}")
     return n_layers, n
+
+
+def check_shots(shots: object, where: str) -> None:
+    """Raise unless ``shots`` is None (exact expectation values) or a positive integer."""
+    if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
+        raise ValueError(f"{where}: expected None or a positive integer; got {shots!r}")
 
 
 def input_shape_error(inputs: object, n: int, where: str) -> ValueError:

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from . import pennylane_backend
-from .circuit import check_inputs
+from .circuit import check_inputs, check_shots
 
 __all__ = ["DeviceRunner", "RunnerStats", "parameter_shift_circuits"]
 
@@ -111,8 +111,7 @@ class DeviceRunner:
                 f"device: expected an installed PennyLane device, one of {', '.join(installed)}; got {device!r} "
                 "(plugins add devices: pip install pennylane-qiskit, amazon-braket-pennylane-plugin, ...)"
             )
-        if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
-            raise ValueError(f"shots: expected a positive integer or None (exact); got {shots!r}")
+        check_shots(shots, "DeviceRunner(shots)")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer; got {batch_size!r}")
         if max_circuits is not None and (

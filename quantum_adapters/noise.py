@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .circuit import check_inputs, gates
+from .circuit import check_inputs, check_shots, gates
 
 __all__ = ["IDEAL_READOUT", "NOISE_MODELS", "NoiseModel", "density_expvals", "noise_model", "noisy_expvals"]
 
@@ -209,8 +209,7 @@ def noisy_expvals(
     noise = noise_model(noise)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed: expected an integer; got {seed!r}")
-    if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
-        raise ValueError(f"shots: expected a positive integer; got {shots!r}")
+    check_shots(shots, "noisy_expvals(shots)")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"noisy_expvals(chunk): expected a positive integer; got {chunk!r}")
     if torch.is_grad_enabled() and (inputs.requires_grad or weights.requires_grad):

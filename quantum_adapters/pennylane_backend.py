@@ -23,7 +23,7 @@ from importlib import metadata
 import torch
 from torch import Tensor
 
-from .circuit import check_inputs, gates
+from .circuit import check_inputs, check_shots, gates
 from .noise import NoiseModel
 
 try:
@@ -111,10 +111,7 @@ def expvals(
         ``(..., n)`` tensor in ``inputs``' dtype, differentiable w.r.t. inputs and weights.
     """
     n_layers, n = check_inputs(inputs, weights, "pennylane_backend.expvals")
-    if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
-        raise ValueError(
-            f"pennylane_backend.expvals(shots): expected None or a positive integer; got {shots!r}"
-        )
+    check_shots(shots, "pennylane_backend.expvals(shots)")
     qnode = _qnode(device, n, n_layers, shots, noise_backend)
     batch_shape = inputs.shape[:-1]
     rows = math.prod(batch_shape)

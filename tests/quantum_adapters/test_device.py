@@ -130,7 +130,7 @@ def test_device_with_too_few_wires_is_refused_before_running():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"shots": 0}, "shots: expected a positive integer or None (exact); got 0"),
+        ({"shots": 0}, "DeviceRunner(shots): expected None or a positive integer; got 0"),
         ({"shots": -10}, "got -10"),
         ({"batch_size": 0}, "batch_size: expected a positive integer; got 0"),
         ({"max_circuits": -1}, "max_circuits: expected None or an integer >= 0; got -1"),

@@ -143,7 +143,9 @@ def test_bad_noise_is_refused_naming_the_value(make, message):
 @pytest.mark.parametrize("shots", [0, -3, 1.5, True])
 def test_bad_shots_are_refused(shots):
     inputs, weights = _circuit(2, 1, rows=1)
-    with pytest.raises(ValueError, match=r"shots: expected a positive integer; got"):
+    with pytest.raises(
+        ValueError, match=r"^noisy_expvals\(shots\): expected None or a positive integer; got"
+    ):
         noisy_expvals(inputs, weights, shots=shots)
 
 
@@ -151,7 +153,7 @@ def test_shots_zero_message_is_exact():
     inputs, weights = _circuit(2, 1, rows=1)
     with pytest.raises(ValueError) as err:
         noisy_expvals(inputs, weights, shots=0)
-    assert str(err.value) == "shots: expected a positive integer; got 0"
+    assert str(err.value) == "noisy_expvals(shots): expected None or a positive integer; got 0"
 
 
 def test_shots_have_no_gradient_and_say_so():
