@@ -26,7 +26,9 @@ def add_task_arguments(
 ) -> None:
     """The flags every evaluation command shares (``run``, ``robustness``): which task on which data
     with which base model, how many items, generation length, batch size, report folder, ``--json``."""
-    p.add_argument("--task", required=True, help="gsm8k | synthetic-math | counseling")
+    p.add_argument(
+        "--task", required=True, help="gsm8k | synthetic-math | counseling (or another name of the domain)"
+    )
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--model", default="smollm2-135m-instruct", help=model_help)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from quantum_adapters.domains import COUNSELING, MATH
+from quantum_adapters.files import atomic_write, atomic_write_json
 from quantum_adapters.models import cache_dir, resolve_model
 from quantum_adapters.noise import NoiseModel, noise_model
 
@@ -274,7 +275,7 @@ def run(
         f"qtha robustness: {name} on {task} ({data})", results, out_dir, headline=head, robustness=rows
     )
     summary.update(headline=head, report_md=str(md), report_html=str(html))
-    (out_dir / "robustness.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_json(out_dir / "robustness.json", summary, indent=2, default=str)
     return summary
 
 
@@ -439,8 +440,8 @@ def compare(
     }
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "report.md").write_text(_compare_markdown(summary))
+    atomic_write_json(out_dir / "compare.json", summary, indent=2)
+    atomic_write(out_dir / "report.md", _compare_markdown(summary))
     summary["report_md"] = str(out_dir / "report.md")
     return summary
 
