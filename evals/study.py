@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from quantum_adapters.domains import COUNSELING, DOMAINS, MATH
-from quantum_adapters.files import atomic_write_json
+from quantum_adapters.files import atomic_write, atomic_write_json
 
 __all__ = ["StudyError", "load_config", "plan", "register", "run_study", "study_report"]
 
@@ -842,7 +842,7 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
         summary["tables"][f"{domain}/{pname}"] = table
     report_dir = root / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "report.md").write_text("\n".join(md) + "\n")
+    atomic_write(report_dir / "report.md", "\n".join(md) + "\n")
     summary["report_md"] = str(report_dir / "report.md")
     summary["markdown"] = "\n".join(md)
     atomic_write_json(root / "study.json", summary, default=str)
