@@ -313,6 +313,33 @@ def _files_listed(mpath: Path, manifest: dict[str, Any]) -> dict[str, str]:
     return files
 
 
+def _listed_blobs(folder: Path, expected: dict[str, str], own: set[str], refusal: str) -> dict[str, bytes]:
+    """The bytes of every file the manifest lists (``expected``: name -> sha256), each checked against its
+    digest; a file missing, changed, or present but not listed (besides the manifest's ``own``) is
+    refused, naming it (``refusal`` ends the message of a changed one)."""
+    present = {p.name for p in folder.iterdir()} - own
+    extra = sorted(present - set(expected))
+    if extra:
+        raise ArtifactError(
+            f"{folder / extra[0]}: unexpected file, not listed in the manifest (added after freezing); "
+            "refusing the artifact"
+        )
+    blobs: dict[str, bytes] = {}
+    for name, digest in sorted(expected.items()):
+        fpath = folder / name
+        if not fpath.is_file():
+            raise ArtifactError(f"{fpath}: missing (listed in the manifest)")
+        data = fpath.read_bytes()
+        actual = _sha256_bytes(data)
+        if actual != digest:
+            raise ArtifactError(
+                f"{fpath}: sha256 mismatch (manifest {digest[:12]}..., file {actual[:12]}...): "
+                f"the artifact was changed after freezing; {refusal}"
+            )
+        blobs[name] = data
+    return blobs
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of an artifact, checked against its own digest and manifest.sha256.
 
@@ -341,26 +368,7 @@ def verify(
     listed_own = sorted(own & set(expected))
     if listed_own:
         raise ArtifactError(f"{mpath}: 'files' lists {listed_own[0]}, which it cannot cover")
-    present = {p.name for p in folder.iterdir()} - own
-    extra = sorted(present - set(expected))
-    if extra:
-        raise ArtifactError(
-            f"{folder / extra[0]}: unexpected file, not listed in the manifest (added after freezing); "
-            "refusing the artifact"
-        )
-    blobs: dict[str, bytes] = {}
-    for name, digest in sorted(expected.items()):
-        fpath = folder / name
-        if not fpath.is_file():
-            raise ArtifactError(f"{fpath}: missing (listed in the manifest)")
-        data = fpath.read_bytes()
-        actual = _sha256_bytes(data)
-        if actual != digest:
-            raise ArtifactError(
-                f"{fpath}: sha256 mismatch (manifest {digest[:12]}..., file {actual[:12]}...): "
-                "the artifact was changed after freezing; refusing to load it"
-            )
-        blobs[name] = data
+    blobs = _listed_blobs(folder, expected, own, "refusing to load it")
     signer = _check_signature(folder, manifest_bytes)
     if public_key is not None:
         wanted = _public_key_hex(public_key)
@@ -496,18 +504,11 @@ def refreeze(old: str | Path, new: str | Path) -> Path:
             f"{folder / MANIFEST_FILE}: expected a format-1 artifact; got format {manifest.get('format_version')!r}"
         )
     _refuse_existing(out)
-    expected = _files_listed(folder / MANIFEST_FILE, manifest)
-    present = {p.name for p in folder.iterdir()} - {MANIFEST_FILE}
-    if present - set(expected):
-        raise ArtifactError(
-            f"{folder / sorted(present - set(expected))[0]}: unexpected file, not listed in the manifest"
-        )
+    blobs = _listed_blobs(
+        folder, _files_listed(folder / MANIFEST_FILE, manifest), {MANIFEST_FILE}, "it cannot be re-frozen"
+    )
     with _staged_artifact(out) as tmp:
-        for name, digest in sorted(expected.items()):
-            fpath = folder / name
-            data = fpath.read_bytes() if fpath.is_file() else None
-            if data is None or _sha256_bytes(data) != digest:
-                raise ArtifactError(f"{fpath}: missing or sha256 mismatch: it cannot be re-frozen")
+        for name, data in blobs.items():
             (tmp / name).write_bytes(data)
         manifest = {**manifest, "format_version": FORMAT_VERSION, "refrozen_from": str(folder.resolve())}
         _write_manifest(tmp, manifest)

@@ -283,7 +283,17 @@ def test_format_1_artifact_is_refused_with_a_re_freeze_message(frozen, engine, s
     broken = _copy(old, tmp_path / "broken")
     _flip("middle")(broken / "adapter_model.safetensors")
     assert main(["refreeze", str(broken), str(tmp_path / "never")]) == 2
-    assert "adapter_model.safetensors: missing or sha256 mismatch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "adapter_model.safetensors: sha256 mismatch" in err and err.rstrip().endswith(
+        "it cannot be re-frozen"
+    )
+    assert not (tmp_path / "never").exists()
+    (broken / "adapter_model.safetensors").unlink()
+    assert main(["refreeze", str(broken), str(tmp_path / "never")]) == 2
+    assert "adapter_model.safetensors: missing (listed in the manifest)" in capsys.readouterr().err
+    (broken / "extra.txt").write_text("added")
+    assert main(["refreeze", str(broken), str(tmp_path / "never")]) == 2
+    assert "extra.txt: unexpected file, not listed in the manifest" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
 
 
