@@ -19,6 +19,9 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from training.examples import clean_number
+from training.examples import normalize_number as training_number
+
 __all__ = ["extract_flexible", "extract_strict", "is_correct", "normalize_number"]
 
 _STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
@@ -27,25 +30,17 @@ _DIGIT = re.compile(r"[0-9]")
 
 
 def normalize_number(s: str) -> str:
-    """Canonical text of a number: no commas, no ``$``, no trailing period, no padding zeros.
+    """Canonical text of a number (:func:`training.examples.normalize_number`, the function training
+    targets are written with), or, for text that is not one number, that text cleaned of commas,
+    ``$``, padding and a trailing period, so that it can still be compared as a string.
 
     ``'$1,234.'`` -> ``'1234'``; ``'72.00'`` -> ``'72'``; ``'3.50'`` -> ``'3.5'``; ``'-0'`` -> ``'0'``;
-    ``'.5'`` -> ``'0.5'``. Text that is not a number after that cleaning (``'1.2.3'``) comes back
-    cleaned but otherwise unchanged, so that it can still be compared as a string.
+    ``'.5'`` -> ``'0.5'``; ``'1.2.3'`` -> ``'1.2.3'``.
     """
     if not isinstance(s, str):
         raise TypeError(f"normalize_number: expected a str; got {type(s).__name__} {s!r}")
-    cleaned = s.strip().replace(",", "").replace("$", "").rstrip(".").strip()
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return cleaned
-    if not value.is_finite():
-        return cleaned
-    if value == 0:
-        return "0"  # also turns '-0' and '0.00' into '0'
-    # normalize() drops trailing zeros; format 'f' keeps 1200 from turning into '1.2E+3'.
-    return format(value.normalize(), "f")
+    number = training_number(s)
+    return clean_number(s) if number is None else number
 
 
 def extract_strict(text: str) -> str | None:

@@ -25,8 +25,8 @@ Loading is strict by default: a malformed row raises :class:`DataError` naming t
 skips such rows and counts them. Exact duplicates (same messages) are dropped and counted, because
 repeated rows (CounselChat has 80 in train) silently over-weight some replies.
 
-Every loader of a domain uses that domain's system prompt from :mod:`training.synthetic`, so that
-training prompts match serving prompts.
+Every loader of a domain uses that domain's system prompt from :mod:`quantum_adapters.domains`, so
+that training prompts match serving prompts.
 """
 
 from __future__ import annotations
@@ -38,72 +38,16 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from training.synthetic import (
-    COUNSELING_SYSTEM_PROMPT,
-    MATH_SYSTEM_PROMPT,
-    synthetic_counseling,
-    synthetic_math,
-)
+from quantum_adapters.domains import COUNSELING, DOMAINS, MATH
+from training.examples import ChatExample, message_problem, normalize_number
+from training.synthetic import synthetic_counseling, synthetic_math
 
-__all__ = [
-    "DOMAINS",
-    "ChatExample",
-    "DataError",
-    "DataReport",
-    "domain_of",
-    "load",
-    "load_many",
-    "normalize_number",
-    "split",
-]
+__all__ = ["DataError", "DataReport", "domain_of", "load", "load_many", "split"]
 
-DOMAINS = ("math", "counseling")
-_ROLES = ("system", "user", "assistant")
 _DEFAULT_SYNTHETIC_N = 200
-
-
-@dataclass
-class ChatExample:
-    """One training conversation.
-
-    ``messages`` are ``{"role": ..., "content": ...}`` dicts with roles ``system`` / ``user`` /
-    ``assistant``; the last one is always the assistant reply that is the training target (everything
-    before it is prompt and gets no loss). ``source`` says where the example came from, down to the
-    line (``gsm8k:/data/train.jsonl#line 12``). ``answer`` is, for math, the exact final answer as a
-    normalised number string (``"72"``, ``"3.5"``; see :func:`normalize_number`), else None.
-    ``meta`` holds loader-specific extras; ``meta["group"]``, when set, keeps related examples (turns
-    of one dialogue, answers to one question) on the same side of :func:`split`.
-    """
-
-    messages: list[dict[str, str]]
-    domain: str
-    source: str
-    answer: str | None = None
-    synthetic: bool = False
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.domain not in DOMAINS:
-            raise ValueError(
-                f"ChatExample from {self.source}: domain expected one of {DOMAINS}; got {self.domain!r}"
-            )
-        problem = _message_problem(self.messages)
-        if problem:
-            raise ValueError(f"ChatExample from {self.source}: {problem}")
-
-    @property
-    def prompt(self) -> list[dict[str, str]]:
-        """Every message before the target."""
-        return self.messages[:-1]
-
-    @property
-    def target(self) -> str:
-        """The assistant reply the model is trained to produce."""
-        return self.messages[-1]["content"]
 
 
 class DataError(ValueError):
@@ -243,27 +187,6 @@ def domain_of(examples: Iterable[ChatExample]) -> str:
     if not counts:
         raise ValueError("domain_of: expected at least one example; got none")
     return min(counts, key=lambda d: (-counts[d], d))
-
-
-_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
-
-
-def normalize_number(text: str) -> str | None:
-    """Canonical string of a number as written in an answer, or None if it is not one number.
-
-    ``"1,200"`` -> ``"1200"``, ``"$3.50"`` -> ``"3.5"``, ``"5.0"`` -> ``"5"``, ``"-0"`` -> ``"0"``.
-    Training targets and evaluators use the same function so that "exact" means the same thing.
-    """
-    t = text.strip().replace(",", "").replace("$", "").rstrip(".").strip()
-    if not _NUMBER.fullmatch(t):
-        return None
-    try:
-        d = Decimal(t)
-    except InvalidOperation:
-        return None
-    if d == d.to_integral_value():
-        return str(int(d))
-    return format(d.normalize(), "f")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -499,18 +422,7 @@ def _gsm8k_row(row: dict, source: str) -> list[ChatExample]:
         raise _BadRow(f"field 'answer': final answer {final.strip()!r} is not a number")
     body = _CALC_MARK.sub("", body).strip()
     target = f"{body}\n#### {number}" if body else f"#### {number}"
-    return [
-        ChatExample(
-            messages=[
-                {"role": "system", "content": MATH_SYSTEM_PROMPT},
-                {"role": "user", "content": question},
-                {"role": "assistant", "content": target},
-            ],
-            domain="math",
-            source=source,
-            answer=number,
-        )
-    ]
+    return [ChatExample.single_turn(MATH.name, question, target, source=source, answer=number)]
 
 
 # CounselChat answers were scraped from HTML paragraphs and often lost the space between them
@@ -529,18 +441,7 @@ def _counselchat_row(row: dict, source: str) -> list[ChatExample]:
     for key in ("questionID", "topic", "upvotes", "views", "split"):
         if row.get(key):
             meta[key] = row[key].strip()
-    return [
-        ChatExample(
-            messages=[
-                {"role": "system", "content": COUNSELING_SYSTEM_PROMPT},
-                {"role": "user", "content": user},
-                {"role": "assistant", "content": answer},
-            ],
-            domain="counseling",
-            source=source,
-            meta=meta,
-        )
-    ]
+    return [ChatExample.single_turn(COUNSELING.name, user, answer, source=source, meta=meta)]
 
 
 _ESCONV_ROLES = {"usr": "user", "sys": "assistant"}
@@ -580,14 +481,14 @@ def _esconv_row(row: dict, source: str) -> list[ChatExample]:
     group = "esconv:" + _digest(*(t["content"] for t in turns))
     info = {k: row[k] for k in ("emotion_type", "problem_type", "situation") if isinstance(row.get(k), str)}
     out: list[ChatExample] = []
-    system = {"role": "system", "content": COUNSELING_SYSTEM_PROMPT}
+    system = {"role": "system", "content": COUNSELING.system_prompt}
     for k, turn in enumerate(turns):
         if turn["role"] != "assistant" or not any(t["role"] == "user" for t in turns[:k]):
             continue
         out.append(
             ChatExample(
                 messages=[system, *({"role": t["role"], "content": t["content"]} for t in turns[: k + 1])],
-                domain="counseling",
+                domain=COUNSELING.name,
                 source=f"{source} turn {k}",
                 meta={**info, "strategies": turn["strategies"], "group": group},
             )
@@ -598,18 +499,9 @@ def _esconv_row(row: dict, source: str) -> list[ChatExample]:
 
 
 def _mentalchat_row(row: dict, source: str) -> list[ChatExample]:
-    system = _text(row, "instruction", required=False) or COUNSELING_SYSTEM_PROMPT
-    return [
-        ChatExample(
-            messages=[
-                {"role": "system", "content": system},
-                {"role": "user", "content": _text(row, "input")},
-                {"role": "assistant", "content": _text(row, "output")},
-            ],
-            domain="counseling",
-            source=source,
-        )
-    ]
+    system = _text(row, "instruction", required=False) or None  # None: the domain's prompt
+    user, reply = _text(row, "input"), _text(row, "output")
+    return [ChatExample.single_turn(COUNSELING.name, user, reply, system=system, source=source)]
 
 
 def _cpsycoun_row(row: dict, source: str) -> list[ChatExample]:
@@ -625,7 +517,7 @@ def _cpsycoun_row(row: dict, source: str) -> list[ChatExample]:
             f"field 'history': expected a list of [question, answer] pairs; got {type(history).__name__}"
         )
     messages = [
-        {"role": "system", "content": _text(row, "system", required=False) or COUNSELING_SYSTEM_PROMPT}
+        {"role": "system", "content": _text(row, "system", required=False) or COUNSELING.system_prompt}
     ]
     for i, pair in enumerate(history):
         if (
@@ -641,7 +533,7 @@ def _cpsycoun_row(row: dict, source: str) -> list[ChatExample]:
             {"role": "assistant", "content": _clean(pair[1])},
         ]
     messages += [{"role": "user", "content": user}, {"role": "assistant", "content": _text(row, "output")}]
-    return [ChatExample(messages=messages, domain="counseling", source=source)]
+    return [ChatExample(messages=messages, domain=COUNSELING.name, source=source)]
 
 
 _FINAL_ANSWER = re.compile(r"^####\s*(.+?)\s*$", re.MULTILINE)
@@ -653,50 +545,24 @@ def _chat_row(row: dict, source: str) -> list[ChatExample]:
         raise _BadRow(
             f"field 'messages': expected a list of {{role, content}} objects; got {type(messages).__name__}"
         )
-    problem = _message_problem(messages)
+    problem = message_problem(messages)
     if problem:
         raise _BadRow(f"field 'messages': {problem}")
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     final = _FINAL_ANSWER.findall(messages[-1]["content"])
-    domain = row.get("domain") or ("math" if final else "counseling")
-    if domain not in DOMAINS:
-        raise _BadRow(f"field 'domain': expected one of {DOMAINS}; got {domain!r}")
+    domain = row.get("domain") or (MATH.name if final else COUNSELING.name)
+    if not isinstance(domain, str) or domain not in DOMAINS:
+        raise _BadRow(f"field 'domain': expected one of {tuple(DOMAINS)}; got {domain!r}")
     answer = None
     if row.get("answer") is not None:
         answer = normalize_number(str(row["answer"]))
         if answer is None:
             raise _BadRow(f"field 'answer': expected a number; got {row['answer']!r}")
-    elif domain == "math" and final:
+    elif domain == MATH.name and final:
         answer = normalize_number(final[-1])
     if messages[0]["role"] != "system":
-        messages.insert(
-            0,
-            {
-                "role": "system",
-                "content": MATH_SYSTEM_PROMPT if domain == "math" else COUNSELING_SYSTEM_PROMPT,
-            },
-        )
+        messages.insert(0, {"role": "system", "content": DOMAINS[domain].system_prompt})
     return [ChatExample(messages=messages, domain=domain, source=source, answer=answer)]
-
-
-def _message_problem(messages: Any) -> str | None:
-    """What is wrong with a message list, or None: roles, string contents, last one an assistant reply."""
-    if not isinstance(messages, list) or not messages:
-        return "expected a non-empty list of messages"
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            return f"messages[{i}]: expected an object with 'role' and 'content'; got {type(m).__name__}"
-        if m.get("role") not in _ROLES:
-            return f"messages[{i}].role: expected one of {_ROLES}; got {m.get('role')!r}"
-        if not isinstance(m.get("content"), str):
-            return f"messages[{i}].content: expected a string; got {type(m.get('content')).__name__}"
-    if messages[-1]["role"] != "assistant":
-        return f"the last message must be the assistant reply; got role {messages[-1]['role']!r}"
-    if not messages[-1]["content"].strip():
-        return "the last (assistant) message is empty"
-    if not any(m["role"] == "user" for m in messages[:-1]):
-        return "expected at least one user message before the assistant reply"
-    return None
 
 
 _FILE_LOADERS: dict[str, tuple[_Reader, _Converter, bool]] = {

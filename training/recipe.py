@@ -1,16 +1,15 @@
 """Supervised fine-tuning of a QTHA (or LoRA) adapter, ending in a frozen artifact.
 
-The recipe, top to bottom:
-  1. resolve and load the base model (frozen), attach the adapter (QTHA variant ABC/AB/BC or PEFT LoRA)
-  2. load the data specs, split train/dev (seeded), tokenise with the chat template (loss on the reply)
+The recipe, top to bottom (:func:`train` = :func:`_prepare`, :func:`_loop`, :func:`_finish`):
+  1. load the data specs (before the model: bad data fails fast), split train/dev (seeded)
+  2. resolve and load the base model (frozen), tokenise with the chat template (loss on the reply),
+     attach the adapter (QTHA variant ABC/AB/BC or PEFT LoRA)
   3. AdamW + cosine schedule with warm-up, gradient accumulation, accelerate for data parallelism
      (``torchrun --nproc_per_node N`` / ``accelerate launch`` shard the batches; one process writes)
-  4. every ``save_every`` steps and on Ctrl-C: a checkpoint (adapter, optimiser, scheduler, RNG, data
-     position), written to a temporary folder and renamed, so a kill never spoils the previous one
+  4. the loop: every step logged to ``metrics.jsonl`` (training.metrics) and handed to the callbacks;
+     every ``save_every`` steps and on Ctrl-C a checkpoint (adapter, optimiser, scheduler, RNG, data
+     position), staged in a temporary folder and renamed, so a kill never spoils the previous one
   5. at the end: freeze the adapter into ``OUT/artifact`` (see quantum_adapters.artifact)
-
-``metrics.jsonl`` in the run folder gets one line per step (step, loss, lr, tokens_per_s, elapsed) and
-one per dev evaluation (step, dev_loss).
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 import shutil
 import signal
-import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,12 @@ from typing import Any
 import torch
 
 from quantum_adapters.artifact import freeze
+from quantum_adapters.config import DEFAULT_TARGET_MODULES
+from quantum_adapters.files import atomic_write_json, staged_dir
 
-__all__ = ["ConfigMismatch", "TrainConfig", "TrainError", "train"]
+from .metrics import METRICS_FILE, metrics_log, read_metrics, truncate_metrics
 
-# Called as _after_step(step) after every optimiser step; tests use it to interrupt a run mid-way.
-_after_step = None
+__all__ = ["ConfigMismatch", "StepCallback", "StepInfo", "TrainConfig", "TrainError", "train"]
 
 
 class TrainError(ValueError):
@@ -67,7 +67,7 @@ class TrainConfig:
     param_budget: float | None = None
     """QTHA only: size each adapter to at most this fraction of LoRA's parameters at the same r (e.g.
     0.3; QTHAConfig.param_budget). None keeps the default sizes."""
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
     """Modules to adapt."""
     alpha: float = 16.0
     """Output scaling numerator (delta * alpha / r), for both methods."""
@@ -248,11 +248,7 @@ def _device_estimate(
             dev_features[i : i + cfg.batch_size] for i in range(0, len(dev_features), cfg.batch_size)
         )
     )
-    evals = sum(
-        1
-        for step in range(1, total_steps + 1)
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps
-    )
+    evals = sum(1 for step in range(1, total_steps + 1) if _evaluates_at(cfg, step, total_steps))
     circuits = n_circuits * (train_tokens * per_token + evals * dev_tokens)
     shots = "exact" if cfg.shots is None else f"{cfg.shots:,} shots each, {circuits * cfg.shots:,} shots"
     explain = (
@@ -272,10 +268,9 @@ def _set_circuits(model, **execution: Any) -> int:
     return len(circuits)
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def _evaluates_at(cfg: TrainConfig, step: int, total_steps: int) -> bool:
+    """Whether the dev loss is measured after ``step``: every ``eval_every`` steps and at the end."""
+    return bool(cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps
 
 
 def _check_resume(run: Path, cfg: TrainConfig) -> None:
@@ -287,20 +282,35 @@ def _check_resume(run: Path, cfg: TrainConfig) -> None:
         raise ConfigMismatch(f"--resume {run}: the run was made with a different config ({details})")
 
 
+def _resume_point(run: Path, cfg: TrainConfig, resume: bool) -> Path | None:
+    """The checkpoint to continue from (None: start at step 0); refuses a folder that does not fit."""
+    if not resume:
+        if (run / "config.json").exists():
+            raise TrainError(
+                f"--out {run} already holds a run; pass --resume to continue it or choose another folder"
+            )
+        return None
+    if not (run / "config.json").is_file():
+        raise TrainError(f"--resume: {run} has no config.json (not a run folder)")
+    _check_resume(run, cfg)
+    if (run / "artifact").exists():
+        raise TrainError(f"--resume: {run} already finished (its artifact exists at {run / 'artifact'})")
+    return _latest_checkpoint(run)
+
+
 def _latest_checkpoint(run: Path) -> Path | None:
     ckpts = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
     return ckpts[-1] if ckpts else None
 
 
 def _save_checkpoint(run: Path, step: int, model, optimizer, scheduler, rng: dict) -> Path:
-    """Adapter + optimiser + scheduler + RNG + position; write to a temp folder, then rename."""
+    """Adapter + optimiser + scheduler + RNG + position, staged in a temporary folder, then renamed."""
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     root = run / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=root))
-    try:
+    final = root / f"step-{step:07d}"
+    with staged_dir(final, replace=True) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
         save_file(state, tmp / "adapter.safetensors")
         torch.save(
@@ -312,16 +322,22 @@ def _save_checkpoint(run: Path, step: int, model, optimizer, scheduler, rng: dic
             },
             tmp / "state.pt",
         )
-        final = root / f"step-{step:07d}"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     for old in sorted(root.glob("step-*"))[:-2]:  # keep the last two
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> int:
+    """Put a checkpoint's adapter, optimiser, scheduler and RNG state back; returns its step."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(ckpt / "adapter.safetensors"))
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return int(state["step"])
 
 
 def _rng_state() -> dict:
@@ -352,19 +368,106 @@ def _dev_loss(model, dev_features, collate, pad_id, batch_size, device) -> float
     return total / max(count, 1)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a training run; returns the summary printed by ``qtha-train --json``."""
+@dataclass(frozen=True)
+class StepInfo:
+    """What a callback passed to :func:`train` is given after every optimiser step (the step's line of
+    ``metrics.jsonl``, plus the dev loss when it was measured at this step)."""
+
+    step: int
+    """Optimiser steps done, counting those before a resume."""
+    total_steps: int
+    """Steps the run makes in all."""
+    loss: float
+    """Training loss of this step (mean over its micro-batches)."""
+    lr: float
+    """Learning rate after this step's scheduler update."""
+    tokens_per_s: float
+    """Tokens (padding included, all processes) per second in this step."""
+    elapsed: float
+    """Seconds since the loop started (in this process)."""
+    dev_loss: float | None = None
+    """Dev loss measured after this step, or None when none was."""
+
+
+StepCallback = Callable[[StepInfo], None]
+"""Called after every optimiser step, once the step is logged (and checkpointed when due); raising
+``KeyboardInterrupt`` in it stops the run as Ctrl-C does (a checkpoint, then ``--resume``)."""
+
+
+@dataclass
+class _Run:
+    """Everything :func:`train` prepares before the first step (the loop and the finish read it)."""
+
+    cfg: TrainConfig
+    folder: Path
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    pad_id: int
+    source: Any
+    """The base model (quantum_adapters.models.ModelSource)."""
+    report: Any
+    """What loading and tokenising the data did (training.data.DataReport)."""
+    train_examples: list
+    train_features: list
+    dev_features: list
+    per_epoch: int
+    """Global batches per pass over the training split."""
+    total_steps: int
+    start_step: int
+    """0, or the step of the checkpoint the run resumes from."""
+    trainable: int
+    runner: Any = None
+    """The DeviceRunner of a --circuit-device run, else None."""
+    device_estimate: dict | None = None
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run folder (the only one, or rank 0 of a data-parallel run)."""
+        return self.accelerator.is_main_process
+
+    def save_checkpoint(self, step: int) -> Path:
+        return _save_checkpoint(
+            self.folder,
+            step,
+            self.accelerator.unwrap_model(self.model),
+            self.optimizer,
+            self.scheduler,
+            _rng_state(),
+        )
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[StepCallback] = (),
+) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the summary printed by ``qtha-train --json``.
+
+    ``callbacks`` are called in order after every optimiser step with its :class:`StepInfo`.
+    """
+    run = _prepare(cfg, resume)
+    t0 = time.time()
+    step, losses = _loop(run, callbacks, progress, t0)
+    return _finish(run, step, losses, t0)
+
+
+def _prepare(cfg: TrainConfig, resume: bool) -> _Run:
+    """Steps 1-3 of the recipe: check the run folder, load the data, build the model and optimiser,
+    restore the checkpoint of a resumed run, write config.json and data.json (main process)."""
     from accelerate import Accelerator
     from peft import get_peft_model
-    from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     from quantum_adapters.models import load_base_model
 
-    from .data import domain_of, load_many, split
-    from .tokenize import collate, encode_all
+    from .data import load_many, split
+    from .tokenize import encode_all
 
-    run = Path(cfg.out)
+    folder = Path(cfg.out)
     use_bf16 = cfg.bf16 == "yes" or (
         cfg.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     )
@@ -373,19 +476,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         mixed_precision="bf16" if use_bf16 else "no",
         cpu=not torch.cuda.is_available(),  # torchrun on CPU: MULTI_CPU with gloo, not N lone processes
     )
-    main = accelerator.is_main_process
-    ckpt = None
-    if resume:
-        if not (run / "config.json").is_file():
-            raise TrainError(f"--resume: {run} has no config.json (not a run folder)")
-        _check_resume(run, cfg)
-        if (run / "artifact").exists():
-            raise TrainError(f"--resume: {run} already finished (its artifact exists at {run / 'artifact'})")
-        ckpt = _latest_checkpoint(run)
-    elif (run / "config.json").exists():
-        raise TrainError(
-            f"--out {run} already holds a run; pass --resume to continue it or choose another folder"
-        )
+    ckpt = _resume_point(folder, cfg, resume)
 
     # 1. data (before the model: bad data fails fast)
     examples, report = load_many(cfg.data, skip_bad=cfg.skip_bad, seed=cfg.seed, limit=cfg.limit)
@@ -406,21 +497,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         )
     model = get_peft_model(model, _peft_config(cfg))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if cfg.train_noise is not None:
-        _set_circuits(model, backend="noisy", noise=cfg.train_noise)
-    runner = None
-    if cfg.circuit_device is not None:
-        from quantum_adapters.device import DeviceRunner
+    runner, n_circuits = _circuit_execution(cfg, model, folder)
 
-        runner = DeviceRunner(
-            cfg.circuit_device, cfg.shots, cache=run / "device-cache.sqlite", progress=False
-        )
-        runner.check(cfg.r)
-        n_circuits = _set_circuits(model, backend="device", runner=runner)
-
+    # 3. schedule + optimiser (+ the device budget, confirmed before any step)
     world = accelerator.num_processes
-    global_batch = cfg.batch_size * world
-    per_epoch = len(train_features) // global_batch
+    per_epoch = len(train_features) // (cfg.batch_size * world)
     if per_epoch == 0:
         raise TrainError(
             f"--batch-size {cfg.batch_size} x {world} process(es) is larger than the training split "
@@ -432,164 +513,222 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     device_estimate = None
     if runner is not None:
         device_estimate = _device_estimate(
-            cfg, train_features, dev_features, global_batch, per_epoch, total_steps, n_circuits
+            cfg, train_features, dev_features, cfg.batch_size * world, per_epoch, total_steps, n_circuits
         )
-        if cfg.max_circuits is None or device_estimate["circuits"] > cfg.max_circuits:
-            given = "no --max-circuits" if cfg.max_circuits is None else f"--max-circuits {cfg.max_circuits}"
-            raise TrainError(
-                f"--circuit-device {cfg.circuit_device}: this run needs up to {device_estimate['circuits']:,} "
-                f"circuits ({device_estimate['explain']}); {given} was given: confirm with "
-                f"--max-circuits {device_estimate['circuits']} (or fewer --steps, a smaller --batch-size or "
-                "--max-len); nothing was run"
-            )
-        runner.max_circuits = cfg.max_circuits
-        if main:
-            print(f"qtha-train: device estimate: {device_estimate['explain']}", flush=True)
+        _confirm_device_budget(cfg, runner, device_estimate, accelerator.is_main_process)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-
     start_step = 0
     if ckpt is not None:
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
+        start_step = _load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
 
-        set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(ckpt / "adapter.safetensors"))
-        state = torch.load(ckpt / "state.pt", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start_step = int(state["step"])
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "config.json", cfg.to_dict(), indent=2, sort_keys=True)
+        data = {"report": report.as_dict(), "train": len(train_features), "dev": len(dev_features)}
+        atomic_write_json(folder / "data.json", data, indent=2, sort_keys=True)
+        if ckpt is None:
+            (folder / METRICS_FILE).unlink(missing_ok=True)
+        else:
+            truncate_metrics(folder, start_step)  # the steps after the checkpoint are trained again
+    return _Run(
+        cfg=cfg,
+        folder=folder,
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        pad_id=tokenizer.pad_token_id,
+        source=source,
+        report=report,
+        train_examples=train_ex,
+        train_features=train_features,
+        dev_features=dev_features,
+        per_epoch=per_epoch,
+        total_steps=total_steps,
+        start_step=start_step,
+        trainable=trainable,
+        runner=runner,
+        device_estimate=device_estimate,
+    )
+
+
+def _circuit_execution(cfg: TrainConfig, model, folder: Path) -> tuple[Any, int]:
+    """Point the adapter circuits at the noise model or the device the config names; returns the
+    DeviceRunner (None unless --circuit-device) and the number of circuits it runs."""
+    if cfg.train_noise is not None:
+        _set_circuits(model, backend="noisy", noise=cfg.train_noise)
+    if cfg.circuit_device is None:
+        return None, 0
+    from quantum_adapters.device import DeviceRunner
+
+    runner = DeviceRunner(cfg.circuit_device, cfg.shots, cache=folder / "device-cache.sqlite", progress=False)
+    runner.check(cfg.r)
+    return runner, _set_circuits(model, backend="device", runner=runner)
+
+
+def _confirm_device_budget(cfg: TrainConfig, runner, estimate: dict[str, Any], main: bool) -> None:
+    """Refuse a --circuit-device run whose estimate exceeds --max-circuits (or that gave none)."""
+    if cfg.max_circuits is None or estimate["circuits"] > cfg.max_circuits:
+        given = "no --max-circuits" if cfg.max_circuits is None else f"--max-circuits {cfg.max_circuits}"
+        raise TrainError(
+            f"--circuit-device {cfg.circuit_device}: this run needs up to {estimate['circuits']:,} "
+            f"circuits ({estimate['explain']}); {given} was given: confirm with "
+            f"--max-circuits {estimate['circuits']} (or fewer --steps, a smaller --batch-size or "
+            "--max-len); nothing was run"
+        )
+    runner.max_circuits = cfg.max_circuits
     if main:
-        run.mkdir(parents=True, exist_ok=True)
-        _atomic_write_json(run / "config.json", cfg.to_dict())
-        summary_data = {"report": report.as_dict(), "train": len(train_features), "dev": len(dev_features)}
-        _atomic_write_json(run / "data.json", summary_data)
-        if ckpt is None and (run / "metrics.jsonl").exists():
-            (run / "metrics.jsonl").unlink()
-    metrics_file = open(run / "metrics.jsonl", "a") if main else None
+        print(f"qtha-train: device estimate: {estimate['explain']}", flush=True)
 
-    def log(record: dict) -> None:
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
 
-    interrupted = False
+def _loop(
+    run: _Run, callbacks: Sequence[StepCallback], progress: bool, t0: float
+) -> tuple[int, list[tuple[int, float]]]:
+    """Step 4 of the recipe: optimiser steps from ``run.start_step`` to ``run.total_steps``, each
+    logged, dev-evaluated and checkpointed when due. Ctrl-C (or SIGTERM) saves a checkpoint and
+    re-raises. Returns the last step and this process's ``(step, loss)`` history."""
+    from tqdm.auto import tqdm
 
-    def _on_sigterm(signum, frame):  # a kill -TERM saves like Ctrl-C
-        raise KeyboardInterrupt
+    from .tokenize import collate
 
-    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
-    pad_id = tokenizer.pad_token_id
-    losses: list[tuple[int, float]] = []
-    t0 = time.time()
+    cfg, accelerator = run.cfg, run.accelerator
     bar = tqdm(
-        total=total_steps,
-        initial=start_step,
+        total=run.total_steps,
+        initial=run.start_step,
         desc=f"train {cfg.method}",
-        disable=not (progress and main),
+        disable=not (progress and run.main),
         unit="step",
     )
-    model.train()
-    step = start_step
-    try:
-        micro = step * cfg.grad_accum
-        while step < total_steps:
-            step_loss, step_tokens, t_step = 0.0, 0, time.time()
-            for _ in range(cfg.grad_accum):
-                epoch, pos = divmod(micro, per_epoch)
-                ids = _batches_for_epoch(len(train_features), global_batch, cfg.seed, epoch)[pos]
-                mine = ids[accelerator.process_index :: world]
-                batch = {
-                    k: v.to(accelerator.device)
-                    for k, v in collate([train_features[i] for i in mine], pad_id).items()
-                }
-                with accelerator.accumulate(model):
-                    loss = model(**batch).loss
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                step_loss += float(loss.detach()) / cfg.grad_accum
-                step_tokens += int(batch["attention_mask"].sum()) * world
-                micro += 1
-            scheduler.step()
-            step += 1
-            elapsed = time.time() - t0
-            tok_s = step_tokens / max(time.time() - t_step, 1e-9)
-            losses.append((step, step_loss))
-            log(
-                {
+    losses: list[tuple[int, float]] = []
+    step = run.start_step
+    with metrics_log(run.folder, write=run.main) as log, _sigterm_as_interrupt(run.main):
+        try:
+            run.model.train()
+            while step < run.total_steps:
+                t_step = time.time()
+                loss, tokens = _optimiser_step(run, step, collate)
+                step += 1
+                elapsed = time.time() - t0
+                record = {
                     "step": step,
-                    "loss": step_loss,
-                    "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_s": tok_s,
+                    "loss": loss,
+                    "lr": run.scheduler.get_last_lr()[0],
+                    "tokens_per_s": tokens / max(time.time() - t_step, 1e-9),
                     "elapsed": elapsed,
                 }
-            )
-            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:.0f}")
-            bar.update(1)
-            if dev_features and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
-                dev = _dev_loss(model, dev_features, collate, pad_id, cfg.batch_size, accelerator.device)
-                log({"step": step, "dev_loss": dev})
-            if main and cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                _save_checkpoint(
-                    run, step, accelerator.unwrap_model(model), optimizer, scheduler, _rng_state()
-                )
-            if _after_step is not None:
-                _after_step(step)
-    except KeyboardInterrupt:
-        interrupted = True
-        if main:
-            path = _save_checkpoint(
-                run, step, accelerator.unwrap_model(model), optimizer, scheduler, _rng_state()
-            )
-            bar.write(f"interrupted at step {step}: checkpoint saved to {path}; continue with --resume")
-    finally:
-        bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-    if interrupted:
+                log(record)
+                losses.append((step, loss))
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                bar.update(1)
+                dev = None
+                if run.dev_features and _evaluates_at(cfg, step, run.total_steps):
+                    dev = _dev_loss(
+                        run.model, run.dev_features, collate, run.pad_id, cfg.batch_size, accelerator.device
+                    )
+                    log({"step": step, "dev_loss": dev})
+                if run.main and cfg.save_every and step % cfg.save_every == 0 and step < run.total_steps:
+                    run.save_checkpoint(step)
+                info = StepInfo(total_steps=run.total_steps, dev_loss=dev, **record)
+                for callback in callbacks:
+                    callback(info)
+        except KeyboardInterrupt:
+            if run.main:
+                path = run.save_checkpoint(step)
+                bar.write(f"interrupted at step {step}: checkpoint saved to {path}; continue with --resume")
+            raise
+        finally:
+            bar.close()
+    return step, losses
+
+
+def _optimiser_step(run: _Run, step: int, collate) -> tuple[float, int]:
+    """One optimiser step (``grad_accum`` micro-batches, this process's share of each global batch)
+    after ``step`` steps; returns its mean loss and the tokens all processes fed in it."""
+    cfg, accelerator = run.cfg, run.accelerator
+    world = accelerator.num_processes
+    step_loss, step_tokens = 0.0, 0
+    for micro in range(step * cfg.grad_accum, (step + 1) * cfg.grad_accum):
+        epoch, pos = divmod(micro, run.per_epoch)
+        ids = _batches_for_epoch(len(run.train_features), cfg.batch_size * world, cfg.seed, epoch)[pos]
+        mine = ids[accelerator.process_index :: world]
+        batch = {
+            k: v.to(accelerator.device)
+            for k, v in collate([run.train_features[i] for i in mine], run.pad_id).items()
+        }
+        with accelerator.accumulate(run.model):
+            loss = run.model(**batch).loss
+            accelerator.backward(loss)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        step_loss += float(loss.detach()) / cfg.grad_accum
+        step_tokens += int(batch["attention_mask"].sum()) * world
+    run.scheduler.step()
+    return step_loss, step_tokens
+
+
+@contextmanager
+def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
+    """While inside, a ``kill -TERM`` raises KeyboardInterrupt, so it saves like Ctrl-C."""
+    if not enabled:
+        yield
+        return
+
+    def _on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _finish(run: _Run, step: int, losses: list[tuple[int, float]], t0: float) -> dict[str, Any]:
+    """Step 5 of the recipe: the summary, and (main process) the frozen artifact and summary.json."""
+    from .data import domain_of
+
+    cfg, accelerator = run.cfg, run.accelerator
     accelerator.wait_for_everyone()
-    history = _read_losses(run / "metrics.jsonl") if main else losses
+    metrics = read_metrics(run.folder) if run.main else None
+    history = metrics.train if metrics is not None else losses  # the file also has the steps before a resume
+    devs = metrics.dev if metrics is not None else []
     summary: dict[str, Any] = {
-        "run_dir": str(run),
+        "run_dir": str(run.folder),
         "method": cfg.method,
         "variant": cfg.variant if cfg.method == "qtha" else None,
         "steps": step,
         "loss_first": history[0][1] if history else None,
         "loss_last": history[-1][1] if history else None,
-        "dev_loss_last": _last_dev_loss(run / "metrics.jsonl") if main else None,
-        "trainable_params": trainable,
+        "dev_loss_last": devs[-1][1] if devs else None,
+        "trainable_params": run.trainable,
         "seconds": round(time.time() - t0, 2),
-        "data": report.as_dict(),
-        "model": source.name,
+        "data": run.report.as_dict(),
+        "model": run.source.name,
     }
-    if runner is not None:
-        summary["device"] = {**runner.summary(), "estimate": device_estimate}
-        _set_circuits(accelerator.unwrap_model(model), backend="fast")
-        runner.close()
-    if main:
+    if run.runner is not None:
+        summary["device"] = {**run.runner.summary(), "estimate": run.device_estimate}
+        _set_circuits(accelerator.unwrap_model(run.model), backend="fast")
+        run.runner.close()
+    if run.main:
         art = freeze(
-            accelerator.unwrap_model(model),
-            run / "artifact",
-            base=source,
+            accelerator.unwrap_model(run.model),
+            run.folder / "artifact",
+            base=run.source,
             training={
                 "config": cfg.to_dict(),
-                "data": report.as_dict(),
+                "data": run.report.as_dict(),
                 "steps": step,
-                "run_dir": str(run),
-                "domain": domain_of(train_ex),
-                "system_prompt": _system_prompt(train_ex),
+                "run_dir": str(run.folder),
+                "domain": domain_of(run.train_examples),
+                "system_prompt": _system_prompt(run.train_examples),
             },
             metrics={k: summary[k] for k in ("loss_first", "loss_last", "dev_loss_last", "seconds")},
         )
         summary["artifact"] = str(art)
-        _atomic_write_json(run / "summary.json", summary)
+        atomic_write_json(run.folder / "summary.json", summary, indent=2, sort_keys=True)
     accelerator.wait_for_everyone()
     return summary
 
@@ -600,17 +739,3 @@ def _system_prompt(examples) -> str | None:
 
     counts = Counter(m["content"] for ex in examples for m in ex.messages[:1] if m["role"] == "system")
     return counts.most_common(1)[0][0] if counts else None
-
-
-def _read_losses(path: Path) -> list[tuple[int, float]]:
-    out = []
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            out.append((rec["step"], rec["loss"]))
-    return out
-
-
-def _last_dev_loss(path: Path) -> float | None:
-    devs = [json.loads(line)["dev_loss"] for line in path.read_text().splitlines() if "dev_loss" in line]
-    return devs[-1] if devs else None

@@ -1,4 +1,4 @@
-"""Built-in, seeded data generators for the two domains, and the system prompts every loader uses.
+"""Built-in, seeded data generators for the two domains.
 
 Why generators at all: the real data sets are large, licensed separately and not always at hand; a
 demo, a smoke test or a first training run on a laptop needs a few hundred clean, short examples that
@@ -14,8 +14,8 @@ the same examples on any machine and any Python hash seed (they use :class:`rand
   Suicide & Crisis Lifeline and emergency services first; about 5% ask for a diagnosis or a dose and
   are kindly declined. Replies are kept to ~40-90 words so the embedded 135M model learns them fast.
 
-The system prompts below are shared by every loader of a domain, so that what the model is trained
-on is what it is served with.
+Every example starts with its domain's system prompt (quantum_adapters.domains), as every loader's
+does, so that what the model is trained on is what it is served with.
 """
 
 from __future__ import annotations
@@ -23,28 +23,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from training.data import ChatExample
+from quantum_adapters.domains import COUNSELING, MATH
+from training.examples import ChatExample
 
-__all__ = [
-    "COUNSELING_SYSTEM_PROMPT",
-    "MATH_SYSTEM_PROMPT",
-    "synthetic_counseling",
-    "synthetic_math",
-]
-
-MATH_SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step, showing each calculation, "
-    "and end with a final line of the form '#### <number>'."
-)
-
-COUNSELING_SYSTEM_PROMPT = (
-    "You are an AI support assistant, not a therapist or a clinician. Listen, reflect the person's "
-    "feelings, validate them, ask open questions and suggest gentle next steps. If someone may be in "
-    "danger, first urge them to call or text 988 (Suicide & Crisis Lifeline, US) or local emergency services."
-)
+__all__ = ["synthetic_counseling", "synthetic_math"]
 
 # Retries per example before giving up on finding a new distinct one; the template spaces are orders
 # of magnitude larger than any n we ask for, so this only trips for absurd n.
@@ -412,8 +395,6 @@ def synthetic_math(n: int, seed: int = 0) -> list[ChatExample]:
     step (``... a op b = c ...``) and ends with ``#### N``; ``answer`` is ``str(N)`` (an integer).
     ``meta`` holds the template name and the number of steps (1-4).
     """
-    from training.data import ChatExample  # here, not at the top: training.data imports this module
-
     _check_n(n)
     rng = random.Random(seed)
     names = list(_MATH_TEMPLATES)
@@ -432,13 +413,10 @@ def synthetic_math(n: int, seed: int = 0) -> list[ChatExample]:
         seen.add(question)
         solution = "\n".join([*lines, f"#### {answer}"])
         out.append(
-            ChatExample(
-                messages=[
-                    {"role": "system", "content": MATH_SYSTEM_PROMPT},
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": solution},
-                ],
-                domain="math",
+            ChatExample.single_turn(
+                MATH.name,
+                question,
+                solution,
                 source="synthetic-math",
                 answer=str(answer),
                 synthetic=True,
@@ -875,8 +853,6 @@ def synthetic_counseling(n: int, seed: int = 0) -> list[ChatExample]:
     someone now) or ``decline`` (``round(0.05 * n)``: a diagnosis or dose request, kindly declined as
     an AI that is not a clinician, pointing to a professional). Kinds are shuffled into the list.
     """
-    from training.data import ChatExample  # here, not at the top: training.data imports this module
-
     _check_n(n)
     rng = random.Random(seed)
     n_crisis = int(n * _CRISIS_FRACTION + 0.5)
@@ -897,13 +873,10 @@ def synthetic_counseling(n: int, seed: int = 0) -> list[ChatExample]:
             )
         seen.add((user, reply))
         out.append(
-            ChatExample(
-                messages=[
-                    {"role": "system", "content": COUNSELING_SYSTEM_PROMPT},
-                    {"role": "user", "content": user},
-                    {"role": "assistant", "content": reply},
-                ],
-                domain="counseling",
+            ChatExample.single_turn(
+                COUNSELING.name,
+                user,
+                reply,
                 source="synthetic-counseling",
                 synthetic=True,
                 meta={**meta, "index": i},

@@ -1,6 +1,6 @@
 """Chat-template tokenisation with loss on the assistant reply only, and batch collation.
 
-For a :class:`~training.data.ChatExample` with messages ``m[0..k]`` (``m[k]`` the target reply)::
+For a :class:`~training.examples.ChatExample` with messages ``m[0..k]`` (``m[k]`` the target reply)::
 
     prompt = render(m[0..k-1], add_generation_prompt=True)    "<|im_start|>system ... <|im_start|>assistant\\n"
     full   = render(m[0..k])                                  prompt + "reply<|im_end|>\\n"
@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from training.data import ChatExample, DataReport
+from training.data import DataReport
+from training.examples import ChatExample
 
 __all__ = ["IGNORE_INDEX", "Batch", "collate", "encode", "encode_all"]
 

@@ -141,24 +141,13 @@ def test_bench_device_exact_and_sampled(capsys):
 
 
 def test_compare_an_exact_and_a_noise_trained_adapter(
-    tiny_chat_model_dir, tiny_artifacts, isolated_env, capsys
+    tiny_chat_model_dir, tiny_train_config, tiny_artifacts, isolated_env, capsys
 ):
     """qtha-train --train-noise on the tiny model, then --compare against the exact-trained artifact."""
-    from training.recipe import TrainConfig, train
+    from training.recipe import train
 
-    cfg = TrainConfig(
-        model=str(tiny_chat_model_dir),
-        data="synthetic-counseling:24",
-        r=2,
-        layers=1,
-        steps=2,
-        batch_size=2,
-        max_len=192,
-        lr=1e-2,
-        eval_every=0,
-        save_every=0,
-        train_noise="depolarizing",
-        out=str(isolated_env / "noise-trained"),
+    cfg = tiny_train_config(
+        isolated_env / "noise-trained", data="synthetic-counseling:24", train_noise="depolarizing"
     )
     summary = train(cfg, progress=False)
     manifest = json.loads((Path(summary["artifact"]) / "manifest.json").read_text())

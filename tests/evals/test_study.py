@@ -165,16 +165,17 @@ def test_study_arms_sweep_resume_and_report(
     # 1. killed during its third training run
     started: list[int] = []
 
-    def kill_third_run(step: int) -> None:
-        if step == 1:
+    def kill_third_run(info: recipe.StepInfo) -> None:
+        if info.step == 1:
             started.append(1)
-        if len(started) == 3 and step == 2:
+        if len(started) == 3 and info.step == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(recipe, "_after_step", kill_third_run)
+    counting = recipe.train  # the trained_folders wrapper; the study calls it through training.recipe
+    monkeypatch.setattr(recipe, "train", lambda cfg, **kw: counting(cfg, **kw, callbacks=[kill_third_run]))
     with pytest.raises(KeyboardInterrupt):
         run_study(path, str(out), progress=False)
-    monkeypatch.setattr(recipe, "_after_step", None)
+    monkeypatch.setattr(recipe, "train", counting)
     killed = trained_folders[-1]
     first_three = list(trained_folders)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob(f"runs/*/{MARKER}")}

@@ -8,15 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-TINY = dict(
-    vocab_size=97,
-    hidden_size=48,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-)
+from tests.conftest import tiny_decoder
+
+TINY = tiny_decoder(vocab_size=97, hidden_size=48, intermediate_size=96, max_position_embeddings=64)
 
 
 def tiny_config(arch: str):

@@ -13,17 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from training.data import (
-    ChatExample,
-    DataError,
-    DataReport,
-    domain_of,
-    load,
-    load_many,
-    normalize_number,
-    split,
-)
-from training.synthetic import COUNSELING_SYSTEM_PROMPT, MATH_SYSTEM_PROMPT
+from quantum_adapters.domains import COUNSELING, MATH
+from training.data import DataError, DataReport, domain_of, load, load_many, split
+from training.examples import ChatExample, normalize_number
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real data sets not found at {REAL}")
@@ -67,7 +59,7 @@ def test_gsm8k_strips_calculator_marks_and_normalises_answer(tmp_path):
     first = examples[0]
     assert first.domain == "math" and not first.synthetic
     assert [m["role"] for m in first.messages] == ["system", "user", "assistant"]
-    assert first.messages[0]["content"] == MATH_SYSTEM_PROMPT
+    assert first.messages[0]["content"] == MATH.system_prompt
     assert first.messages[1]["content"] == GSM_ROWS[0]["question"]
     assert first.target == "In May she sold 48/2 = 24.\nIn total 48+24 = 72.\n#### 72"
     assert examples[1].target.endswith("\n#### 1200")
@@ -164,7 +156,7 @@ def test_counselchat_splits_user_message_and_cleaning(tmp_path):
     assert report.loaded == 2 and report.duplicates == 1
     first = train[0]
     assert first.domain == "counseling" and first.answer is None
-    assert first.messages[0]["content"] == COUNSELING_SYSTEM_PROMPT
+    assert first.messages[0]["content"] == COUNSELING.system_prompt
     assert first.messages[1]["content"] == "Why am I anxious?\n\nI worry.\nAll the time."
     assert first.target == "Worry is common. Try breathing."
     assert first.meta["topic"] == "anxiety" and first.meta["group"] == train[1].meta["group"]
@@ -228,7 +220,7 @@ def test_esconv_one_example_per_supporter_turn(tmp_path):
     assert report.loaded == 2
     first, second = examples
     assert first.messages == [
-        {"role": "system", "content": COUNSELING_SYSTEM_PROMPT},
+        {"role": "system", "content": COUNSELING.system_prompt},
         {"role": "assistant", "content": "Hello, how are you?"},
         {"role": "user", "content": "Not great. I might lose my job."},
         {"role": "assistant", "content": "That sounds stressful. What happened?"},
@@ -278,7 +270,7 @@ def test_mentalchat16k(tmp_path):
         {"role": "user", "content": "I feel low."},
         {"role": "assistant", "content": "I'm sorry you feel low."},
     ]
-    assert examples[1].messages[0]["content"] == COUNSELING_SYSTEM_PROMPT
+    assert examples[1].messages[0]["content"] == COUNSELING.system_prompt
 
 
 def test_cpsycoun_json_list_with_history(tmp_path):
@@ -341,11 +333,11 @@ def test_chat_generic(tmp_path):
     examples, report = load(f"chat:{path}", skip_bad=True)
     assert report.skipped_bad == 3
     math, talk = examples
-    assert math.domain == "math" and math.answer == "4" and math.messages[0]["content"] == MATH_SYSTEM_PROMPT
+    assert math.domain == "math" and math.answer == "4" and math.messages[0]["content"] == MATH.system_prompt
     assert (
         talk.domain == "counseling"
         and talk.answer is None
-        and talk.messages[0]["content"] == COUNSELING_SYSTEM_PROMPT
+        and talk.messages[0]["content"] == COUNSELING.system_prompt
     )
 
 
@@ -554,3 +546,13 @@ def test_row_window_carves_held_out_rows(tmp_path):
 
     with pytest.raises(DataError, match="expected @START:END"):
         load(f"gsm8k:{f}@a:b")
+
+
+@pytest.mark.parametrize(
+    "text", ["1,234", "$1,234.", " 3.50 ", "72.00", "-0", "0.00", ".5", "-12.", "1200", "007"]
+)
+def test_evaluators_read_numbers_as_training_writes_them(text):
+    """evals.extract.normalize_number is this function for numbers (so 'exact' means one thing)."""
+    from evals.extract import normalize_number as evaluated
+
+    assert normalize_number(text) is not None and evaluated(text) == normalize_number(text)

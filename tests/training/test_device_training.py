@@ -17,27 +17,19 @@ from training.recipe import TrainConfig, TrainError, train
 ONE_MODULE = ["layers.0.self_attn.q_proj"]
 
 
-def _config(model_dir: Path, out: Path, **extra) -> TrainConfig:
-    values = dict(
-        model=str(model_dir),
-        data="synthetic-counseling:12",
-        r=2,
-        layers=1,
-        targets=ONE_MODULE,
-        steps=2,
-        batch_size=2,
-        max_len=192,
-        lr=1e-2,
-        eval_every=0,
-        save_every=0,
-        dev_limit=2,
-        out=str(out),
-    )
-    return TrainConfig(**{**values, **extra})
+@pytest.fixture
+def device_config(tiny_train_config):
+    """The tiny two-step run, adapting one module on 12 counselling examples (few circuits)."""
+
+    def make(out: Path, **extra) -> TrainConfig:
+        values = dict(data="synthetic-counseling:12", targets=ONE_MODULE, dev_limit=2)
+        return tiny_train_config(out, **{**values, **extra})
+
+    return make
 
 
-def test_device_training_estimates_confirms_and_runs_parameter_shift(tiny_chat_model_dir, tmp_path):
-    cfg = _config(tiny_chat_model_dir, tmp_path / "refused", circuit_device="default.qubit", shots=200)
+def test_device_training_estimates_confirms_and_runs_parameter_shift(device_config, tmp_path):
+    cfg = device_config(tmp_path / "refused", circuit_device="default.qubit", shots=200)
     with pytest.raises(
         TrainError, match=r"needs up to ([\d,]+) circuits .* confirm with --max-circuits (\d+)"
     ) as err:
@@ -45,9 +37,7 @@ def test_device_training_estimates_confirms_and_runs_parameter_shift(tiny_chat_m
     needed = int(re.search(r"confirm with --max-circuits (\d+)", str(err.value)).group(1))
     assert not (tmp_path / "refused" / "config.json").exists()  # nothing was run
 
-    cfg = _config(
-        tiny_chat_model_dir, tmp_path / "run", circuit_device="default.qubit", shots=200, max_circuits=needed
-    )
+    cfg = device_config(tmp_path / "run", circuit_device="default.qubit", shots=200, max_circuits=needed)
     summary = train(cfg, progress=False)
     device = summary["device"]
     assert device["device"] == "default.qubit" and device["shots"] == 200
@@ -57,7 +47,7 @@ def test_device_training_estimates_confirms_and_runs_parameter_shift(tiny_chat_m
     # the circuit's weights moved: its gradient came from the device
     state = load_file(Path(summary["artifact"]) / "adapter_model.safetensors")
     (key,) = [k for k in state if k.endswith("qtha_qnn.weights")]
-    init = _config(tiny_chat_model_dir, tmp_path / "exact", steps=1, lr=1e-12)
+    init = device_config(tmp_path / "exact", steps=1, lr=1e-12)
     start = load_file(Path(train(init, progress=False)["artifact"]) / "adapter_model.safetensors")
     assert (state[key] - start[key]).abs().max() > 1e-4
     assert (tmp_path / "run" / "device-cache.sqlite").is_file()
@@ -82,10 +72,8 @@ def test_bad_flags_are_refused_in_one_line_before_any_work(flags, message, tmp_p
     assert not (tmp_path / "r").exists()
 
 
-def test_noise_trained_run_records_its_noise(tiny_chat_model_dir, tmp_path):
-    summary = train(
-        _config(tiny_chat_model_dir, tmp_path / "noisy", train_noise="depolarizing"), progress=False
-    )
+def test_noise_trained_run_records_its_noise(device_config, tmp_path):
+    summary = train(device_config(tmp_path / "noisy", train_noise="depolarizing"), progress=False)
     manifest = json.loads((Path(summary["artifact"]) / "manifest.json").read_text())
     assert manifest["training"]["config"]["train_noise"] == "depolarizing"
     assert summary["loss_first"] > 0

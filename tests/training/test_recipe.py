@@ -14,29 +14,9 @@ from safetensors.torch import load_file
 
 import training.recipe as recipe
 from training.cli import main as train_main
-from training.recipe import ConfigMismatch, TrainConfig, TrainError, train
+from training.recipe import ConfigMismatch, StepInfo, TrainConfig, TrainError, train
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cfg(model_dir: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        model=str(model_dir),
-        data="synthetic-math:40",
-        method="qtha",
-        r=2,
-        layers=1,
-        steps=2,
-        batch_size=2,
-        max_len=192,
-        lr=1e-2,
-        seed=0,
-        eval_every=0,
-        save_every=0,
-        out=str(out),
-    )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def _first_batch_loss(cfg: TrainConfig) -> float:
@@ -59,9 +39,10 @@ def _first_batch_loss(cfg: TrainConfig) -> float:
     return float(model(**batch).loss)
 
 
-def test_two_step_run_loss_matches_independent_computation(tiny_chat_model_dir, tmp_path, isolated_env):
-    cfg = _cfg(tiny_chat_model_dir, tmp_path / "run")
-    summary = train(cfg, progress=False)
+def test_two_step_run_loss_matches_independent_computation(tiny_train_config, tmp_path, isolated_env):
+    cfg = tiny_train_config(tmp_path / "run")
+    seen: list[StepInfo] = []
+    summary = train(cfg, progress=False, callbacks=[seen.append])
     assert summary["steps"] == 2
     expected = _first_batch_loss(cfg)
     assert summary["loss_first"] == pytest.approx(expected, rel=1e-5)
@@ -83,24 +64,32 @@ def test_two_step_run_loss_matches_independent_computation(tiny_chat_model_dir, 
     assert [r["step"] for r in steps] == [1, 2]
     assert all(r["tokens_per_s"] > 0 and r["lr"] >= 0 for r in steps)
     assert any("dev_loss" in r for r in rows)
+    # the callbacks saw every step as metrics.jsonl recorded it, and the dev loss where it was measured
+    assert [(i.step, i.total_steps, i.loss, i.lr) for i in seen] == [
+        (r["step"], 2, r["loss"], r["lr"]) for r in steps
+    ]
+    assert [i.dev_loss for i in seen] == [None, rows[-1]["dev_loss"]] and summary["dev_loss_last"] == rows[
+        -1
+    ]["dev_loss"]
 
 
-def test_resume_equals_uninterrupted_run(tiny_chat_model_dir, tmp_path, isolated_env, monkeypatch):
-    straight = train(_cfg(tiny_chat_model_dir, tmp_path / "a", steps=4, save_every=2), progress=False)
+def test_resume_equals_uninterrupted_run(tiny_train_config, tmp_path, isolated_env):
+    straight = train(tiny_train_config(tmp_path / "a", steps=4, save_every=2), progress=False)
 
-    def stop_at_two(step):
-        if step == 2:
+    def stop_at_two(info: StepInfo) -> None:
+        if info.step == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(recipe, "_after_step", stop_at_two)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_chat_model_dir, tmp_path / "b", steps=4, save_every=2), progress=False)
+        train(
+            tiny_train_config(tmp_path / "b", steps=4, save_every=2), progress=False, callbacks=[stop_at_two]
+        )
     assert not (tmp_path / "b" / "artifact").exists()
     assert (tmp_path / "b" / "checkpoints" / "step-0000002").is_dir()
-    monkeypatch.setattr(recipe, "_after_step", None)
-    resumed = train(
-        _cfg(tiny_chat_model_dir, tmp_path / "b", steps=4, save_every=2), resume=True, progress=False
-    )
+    # as if a kill -9 had come later: a step past the checkpoint logged, the next one torn mid-write
+    with (tmp_path / "b" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "loss": 99.0, "lr": 0.0, "tokens_per_s": 1.0, "elapsed": 1.0}\n{"step": 4, "lo')
+    resumed = train(tiny_train_config(tmp_path / "b", steps=4, save_every=2), resume=True, progress=False)
 
     a = load_file(Path(straight["artifact"]) / "adapter_model.safetensors")
     b = load_file(Path(resumed["artifact"]) / "adapter_model.safetensors")
@@ -118,22 +107,22 @@ def test_resume_equals_uninterrupted_run(tiny_chat_model_dir, tmp_path, isolated
     assert losses("a") == pytest.approx(losses("b"), rel=1e-6)
 
 
-def test_resume_with_another_config_is_refused_naming_the_keys(tiny_chat_model_dir, tmp_path, isolated_env):
-    train(_cfg(tiny_chat_model_dir, tmp_path / "run", steps=1), progress=False)
+def test_resume_with_another_config_is_refused_naming_the_keys(tiny_train_config, tmp_path, isolated_env):
+    train(tiny_train_config(tmp_path / "run", steps=1), progress=False)
     (tmp_path / "run" / "artifact").rename(tmp_path / "run" / "artifact-old")
     with pytest.raises(ConfigMismatch, match=r"lr: saved 0\.01, now 0\.5.*|r: saved") as err:
-        train(_cfg(tiny_chat_model_dir, tmp_path / "run", steps=1, lr=0.5, r=3), resume=True, progress=False)
+        train(tiny_train_config(tmp_path / "run", steps=1, lr=0.5, r=3), resume=True, progress=False)
     assert "lr" in str(err.value) and "r: saved 2, now 3" in str(err.value)
 
 
-def test_bad_inputs_fail_clearly(tiny_chat_model_dir, tmp_path, isolated_env):
+def test_bad_inputs_fail_clearly(tiny_train_config, tmp_path, isolated_env):
     with pytest.raises(TrainError, match="max-len 8: every training prompt is longer"):
-        train(_cfg(tiny_chat_model_dir, tmp_path / "short", max_len=8), progress=False)
+        train(tiny_train_config(tmp_path / "short", max_len=8), progress=False)
     with pytest.raises(TrainError, match="exactly one of --steps or --epochs"):
-        _cfg(tiny_chat_model_dir, tmp_path / "x", epochs=1.0)
-    train(_cfg(tiny_chat_model_dir, tmp_path / "done", steps=1), progress=False)
+        tiny_train_config(tmp_path / "x", epochs=1.0)
+    train(tiny_train_config(tmp_path / "done", steps=1), progress=False)
     with pytest.raises(TrainError, match="already holds a run"):
-        train(_cfg(tiny_chat_model_dir, tmp_path / "done", steps=1), progress=False)
+        train(tiny_train_config(tmp_path / "done", steps=1), progress=False)
 
 
 def test_cli_reports_malformed_data_without_traceback(tiny_chat_model_dir, tmp_path, isolated_env, capsys):

@@ -8,12 +8,8 @@ from collections import Counter
 
 import pytest
 
-from training.synthetic import (
-    COUNSELING_SYSTEM_PROMPT,
-    MATH_SYSTEM_PROMPT,
-    synthetic_counseling,
-    synthetic_math,
-)
+from quantum_adapters.domains import COUNSELING, MATH
+from training.synthetic import synthetic_counseling, synthetic_math
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 _EQUATION = re.compile(r"(\d+(?: [-+*/] \d+)+) = \$?(\d+)")
@@ -52,7 +48,7 @@ def test_math_is_deterministic_and_seeded(math500):
 
 def test_math_solutions_verify(math500):
     for ex in math500:
-        assert ex.messages[0] == {"role": "system", "content": MATH_SYSTEM_PROMPT}
+        assert ex.messages[0] == {"role": "system", "content": MATH.system_prompt}
         assert ex.synthetic and ex.domain == "math" and ex.source == "synthetic-math"
         *steps, final = ex.target.split("\n")
         assert final == f"#### {ex.answer}"
@@ -86,7 +82,7 @@ def test_counseling_distinct_and_short(counsel1000):
     assert len(pairs) == 1000
     assert len({e.target for e in counsel1000}) > 900
     for ex in counsel1000:
-        assert ex.messages[0] == {"role": "system", "content": COUNSELING_SYSTEM_PROMPT}
+        assert ex.messages[0] == {"role": "system", "content": COUNSELING.system_prompt}
         assert ex.synthetic and ex.domain == "counseling" and ex.answer is None
         words = len(ex.target.split())
         assert 40 <= words <= 90, (words, ex.target)
