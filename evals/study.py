@@ -468,9 +468,11 @@ def _remove(folder: Path) -> None:
 
 def _curves(folder: Path) -> dict[str, list[list[float]]]:
     """Training-loss and dev-loss curves of a finished run (read once, when its evaluation is recorded)."""
-    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    train = [[r["step"], r["loss"]] for r in rows if "loss" in r]
-    dev = [[r["step"], r["dev_loss"]] for r in rows if "dev_loss" in r]
+    from training.metrics import read_metrics
+
+    metrics = read_metrics(folder)
+    train = [list(point) for point in metrics.train]
+    dev = [list(point) for point in metrics.dev]
     every = max(1, len(train) // 50)  # at most ~50 points of the training curve
     return {"train": train[::every] + ([train[-1]] if train and (len(train) - 1) % every else []), "dev": dev}
 
