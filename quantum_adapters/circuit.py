@@ -19,9 +19,10 @@ Conventions are PennyLane's: wire 0 is the most significant bit of a basis-state
 
 :func:`gates` is the single definition. The PennyLane QNode (``pennylane_backend``) loops over it; the
 fast simulator (``simulator``) fuses it into a few tensor operations and is tested equal to it;
-:func:`to_qasm` prints it. The executions import this module, never the reverse: :func:`check_weights`
-and :func:`check_inputs` are the argument checks they share, and :func:`.backends.execute` picks one of
-them by name (exact and fast, PennyLane, or the evaluation-only noisy simulator and device runner).
+:func:`to_qasm` prints it. The executions import this module, never the reverse: :func:`check_inputs`,
+:func:`check_weights` and :func:`check_shots` are the argument checks they share, and
+:func:`.backends.execute` picks one of them by name (exact and fast, PennyLane, or the evaluation-only
+noisy simulator and device runner).
 """
 
 from __future__ import annotations
