@@ -10,7 +10,7 @@ import pytest
 
 from evals.bench import device as device_bench
 from evals.cli import main as eval_main
-from evals.robustness import parse_noise, parse_shots, run
+from evals.robustness import _shots_needed, parse_noise, parse_shots, run
 from evals.runner import EvalError
 
 
@@ -43,8 +43,10 @@ def test_counseling_robustness_rows_report_and_json(tiny_chat_model_dir, tiny_ar
     assert any(r["delta_vs_exact"] != 0 for r in rows[1:])  # sampling and noise reach the metric
     assert set(summary["shots_needed_within_1pct"]) == {"none", "depolarizing"}
     for label, needed in summary["shots_needed_within_1pct"].items():
-        within = [r for r in rows[1:] if r["noise"] == label and abs(r["relative_delta"]) <= 0.01]
-        assert needed in (None, *[r["shots"] for r in within])
+        # the fewest shots from which on every larger shot count is within 1% (None: not even the largest)
+        tried = sorted((r for r in rows[1:] if r["noise"] == label), key=lambda r: r["shots"])
+        within = [abs(r["relative_delta"]) <= 0.01 for r in tried]
+        assert needed == next((r["shots"] for i, r in enumerate(tried) if all(within[i:])), None)
     html = Path(summary["report_html"]).read_text()
     assert "Robustness to shots and noise" in html and "data:image/png;base64" in html
     assert (isolated_env / "rep" / "robustness.png").is_file()
@@ -114,6 +116,16 @@ def test_guard_and_circuitless_artifacts_are_refused(tiny_chat_model_dir, tiny_a
     with pytest.raises(EvalError, match="has no quantum circuit"):
         run(tiny_artifacts["math-lora"], "synthetic-math", "synthetic-math:2", **common)
     assert not (isolated_env / "r").exists()
+
+
+def test_shots_needed_is_where_the_metric_stays_within_one_percent():
+    def rows(*metrics: float) -> list[dict]:
+        return [{"shots": s, "metric": m} for s, m in zip((100, 1000, 10000), metrics, strict=True)]
+
+    assert _shots_needed(rows(1.05, 1.005, 0.998), exact=1.0) == 1000
+    assert _shots_needed(rows(1.001, 1.02, 1.002), exact=1.0) == 10000  # 100 is within, 1000 is not
+    assert _shots_needed(rows(1.001, 1.002, 1.03), exact=1.0) is None
+    assert _shots_needed(rows(2.01, 1.5, 2.0), exact=2.0) == 10000
 
 
 def test_parse_shots_and_noise_lists():
