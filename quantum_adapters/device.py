@@ -162,12 +162,7 @@ class DeviceRunner:
         prefix = hashlib.sha256(
             f"circuit|{self.device}|{self.shots}|{self.noise_backend}|{n}|{n_layers}|".encode()
         )
-        keys = []
-        for row_a, row_w in zip(a.numpy(), w.numpy(), strict=True):
-            digest = prefix.copy()
-            digest.update(row_w.tobytes())
-            digest.update(row_a.tobytes())
-            keys.append(digest.hexdigest())
+        keys = _row_keys(prefix, w, a)
         return self._answer(
             keys, lambda rows: (a[rows], w[rows]), pennylane_backend.expvals_circuits
         ).reshape(b, n)
@@ -186,11 +181,7 @@ class DeviceRunner:
         noise = "" if self.noise_backend is None else f"{self.noise_backend}|"
         prefix = hashlib.sha256(f"{self.device}|{self.shots}|{noise}{n}|{n_layers}|".encode())
         prefix.update(w.numpy().tobytes())
-        keys = []
-        for row in x.numpy():
-            digest = prefix.copy()
-            digest.update(row.tobytes())
-            keys.append(digest.hexdigest())
+        keys = _row_keys(prefix, x)
         out = self._answer(keys, lambda index: (x[index], w), pennylane_backend.expvals)  # (rows, n)
         return out.to(inputs.dtype).reshape(inputs.shape)
 
@@ -277,6 +268,18 @@ class DeviceRunner:
 
     def __repr__(self) -> str:
         return f"DeviceRunner(device={self.device!r}, shots={self.shots}, batch_size={self.batch_size})"
+
+
+def _row_keys(prefix: Any, *per_row: Tensor) -> list[str]:
+    """One cache key per row: ``prefix`` (a sha256 of what all rows share) updated with the float32 bytes
+    of that row of each tensor in ``per_row``, in order."""
+    keys = []
+    for rows in zip(*(t.numpy() for t in per_row), strict=True):
+        digest = prefix.copy()
+        for row in rows:
+            digest.update(row.tobytes())
+        keys.append(digest.hexdigest())
+    return keys
 
 
 # Four-term shift rule of CRZ (generator eigenvalues 0, +-1/2): coefficients of the pi/2 and 3pi/2 pairs.

@@ -27,6 +27,29 @@ def _cached_rows(path) -> int:
         return conn.execute("SELECT COUNT(*) FROM circuit_results").fetchone()[0]
 
 
+def test_cache_keys_are_sha256_of_device_shots_sizes_weights_and_angles(tmp_path):
+    """The key format is what an existing cache file holds: it must not change."""
+    import hashlib
+
+    inputs, weights = _circuit(2, 1, rows=3)
+    cache = tmp_path / "results.sqlite"
+    with torch.no_grad(), DeviceRunner("default.qubit", shots=100, cache=cache, progress=False) as runner:
+        runner(inputs, weights)
+        angles, per_circuit = inputs[:, None, :].contiguous(), weights.expand(3, 1, 4, 2).contiguous()
+        runner.run_circuits(angles, per_circuit)
+    w = weights.numpy().tobytes()
+    plain = [
+        hashlib.sha256(b"default.qubit|100|2|1|" + w + row.numpy().tobytes()).hexdigest() for row in inputs
+    ]
+    whole = [
+        hashlib.sha256(b"circuit|default.qubit|100|None|2|1|" + w + row.numpy().tobytes()).hexdigest()
+        for row in inputs
+    ]
+    with sqlite3.connect(cache) as conn:
+        stored = {key for (key,) in conn.execute("SELECT key FROM circuit_results")}
+    assert stored == set(plain) | set(whole)
+
+
 @pytest.mark.parametrize("device", ["default.qubit", "lightning.qubit", "default.mixed"])
 def test_exact_devices_agree_with_the_fast_simulator(device):
     inputs, weights = _circuit(3, 2, rows=12)
