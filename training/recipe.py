@@ -590,18 +590,11 @@ def _loop(
     """Step 4 of the recipe: optimiser steps from ``run.start_step`` to ``run.total_steps``, each
     logged, dev-evaluated and checkpointed when due. Ctrl-C (or SIGTERM) saves a checkpoint and
     re-raises. Returns the last step and this process's ``(step, loss)`` history."""
-    from tqdm.auto import tqdm
-
     from .tokenize import collate
 
     cfg, accelerator = run.cfg, run.accelerator
-    bar = tqdm(
-        total=run.total_steps,
-        initial=run.start_step,
-        desc=f"train {cfg.method}",
-        disable=not (progress and run.main),
-        unit="step",
-    )
+    bar = _ProgressBar(run, enabled=progress and run.main)
+    callbacks = (bar, *callbacks)
     losses: list[tuple[int, float]] = []
     step = run.start_step
     with metrics_log(run.folder, write=run.main) as log, _sigterm_as_interrupt(run.main):
@@ -621,8 +614,6 @@ def _loop(
                 }
                 log(record)
                 losses.append((step, loss))
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                bar.update(1)
                 dev = None
                 if run.dev_features and _evaluates_at(cfg, step, run.total_steps):
                     dev = _dev_loss(
@@ -642,6 +633,31 @@ def _loop(
         finally:
             bar.close()
     return step, losses
+
+
+class _ProgressBar:
+    """The run's tqdm bar, as the first step callback."""
+
+    def __init__(self, run: _Run, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=run.total_steps,
+            initial=run.start_step,
+            desc=f"train {run.cfg.method}",
+            disable=not enabled,
+            unit="step",
+        )
+
+    def __call__(self, info: StepInfo) -> None:
+        self._bar.set_postfix(loss=f"{info.loss:.3f}", tok_s=f"{info.tokens_per_s:.0f}")
+        self._bar.update(1)
+
+    def write(self, line: str) -> None:
+        self._bar.write(line)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _optimiser_step(run: _Run, step: int, collate) -> tuple[float, int]:

@@ -42,7 +42,7 @@ def _first_batch_loss(cfg: TrainConfig) -> float:
 def test_two_step_run_loss_matches_independent_computation(tiny_train_config, tmp_path, isolated_env):
     cfg = tiny_train_config(tmp_path / "run")
     seen: list[StepInfo] = []
-    summary = train(cfg, progress=False, callbacks=[seen.append])
+    summary = train(cfg, progress=True, callbacks=[seen.append])  # the bar is a callback too
     assert summary["steps"] == 2
     expected = _first_batch_loss(cfg)
     assert summary["loss_first"] == pytest.approx(expected, rel=1e-5)
