@@ -100,10 +100,6 @@ class MPOLinear(nn.Module):
             if zero_last:
                 self.cores[-1].zero_()
 
-    @property
-    def num_parameters(self) -> int:
-        return sum(math.prod(s) for s in self.shapes)
-
     def to_dense(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The (d_in, d_out) matrix the cores represent, contracted in ``dtype`` (default: the cores')."""
         cores = [c if dtype is None or c.dtype == dtype else c.to(dtype) for c in self.cores]
