@@ -15,7 +15,7 @@ from typing import Any
 
 from quantum_adapters.artifact import ArtifactError, verify
 from quantum_adapters.domains import COUNSELING, DOMAINS, MATH, canonical
-from quantum_adapters.files import atomic_write, read_jsonl
+from quantum_adapters.files import atomic_write
 from quantum_adapters.models import resolve_model
 
 from .metrics import bootstrap_ci, relative_reduction
@@ -62,11 +62,11 @@ def _labels(paths: list[Path], manifests: list[dict]) -> list[str]:
 
 
 def _curve(manifest: dict[str, Any]) -> list[tuple[int, float]]:
+    """The training-loss curve of the run that made an artifact, if its run folder is still there."""
+    from training.metrics import read_metrics
+
     run_dir = (manifest.get("training") or {}).get("run_dir")
-    path = Path(run_dir) / "metrics.jsonl" if run_dir else None
-    if not path or not path.is_file():
-        return []
-    return [(r["step"], r["loss"]) for r in read_jsonl(path) if "loss" in r]
+    return read_metrics(run_dir).train if run_dir else []
 
 
 def verified_manifest(path: Path, source: Any) -> dict[str, Any]:
