@@ -31,7 +31,8 @@ class QTHAModel(BaseTuner):
     prefix: str = "qtha_"
     tuner_layer_cls = QTHALayer
     target_module_mapping = {
-        arch: list(DEFAULT_TARGET_MODULES) for arch in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3")
+        arch: list(DEFAULT_TARGET_MODULES)
+        for arch in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3")
     }
 
     def _create_and_replace(
