@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 
 def check_bounds(command: str, bounds: dict[str, tuple[int, int]]) -> None:
@@ -22,3 +24,18 @@ def add_circuit_arguments(
     )
     p.add_argument("--layers", type=int, default=layers, help=f"circuit layers L (default {layers})")
     p.add_argument("--rows", type=int, default=rows, help=f"{rows_help} (default {rows})")
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    help_text: str,
+    command: Callable[[argparse.Namespace], int],
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """``qtha-eval bench NAME``, run by ``command``, with the ``--json`` flag every benchmark takes;
+    returns the sub-command's parser for the benchmark's own flags."""
+    p = subparsers.add_parser(name, help=help_text, description=description)
+    p.add_argument("--json", action="store_true", help="one JSON object as the last line")
+    p.set_defaults(func=command)
+    return p

@@ -26,7 +26,7 @@ import math
 import time
 from typing import Any
 
-from . import add_circuit_arguments
+from . import add_circuit_arguments, add_command
 
 __all__ = ["register", "run"]
 
@@ -141,9 +141,11 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "device",
-        help="fixed inputs through a PennyLane device vs the fast simulator: max_abs_diff, circuits, seconds",
+        "fixed inputs through a PennyLane device vs the fast simulator: max_abs_diff, circuits, seconds",
+        _cmd,
     )
     p.add_argument("--device", default="default.qubit", help="PennyLane device name (default default.qubit)")
     p.add_argument("--shots", type=int, default=None, help="shots per circuit (default: exact)")
@@ -158,5 +160,3 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--qasm3", action="store_true", help="also check the OpenQASM 3 export through qiskit.qasm3.loads"
     )
-    p.add_argument("--json", action="store_true", help="one JSON object as the last line")
-    p.set_defaults(func=_cmd)

@@ -42,7 +42,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import check_bounds
+from . import add_command, check_bounds
 
 __all__ = ["register", "run"]
 
@@ -434,8 +434,8 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "serve", help="decoding tok/s with a QTHA adapter vs the base model, TTFT, 8 clients"
+    p = add_command(
+        subparsers, "serve", "decoding tok/s with a QTHA adapter vs the base model, TTFT, 8 clients", _cmd
     )
     p.add_argument(
         "--model", default="smollm2-135m-instruct", help="base model (default: embedded SmolLM2-135M)"
@@ -468,5 +468,3 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="with --concurrency: also spread the rows over two adapters and the base model",
     )
-    p.add_argument("--json", action="store_true", help="one JSON object as the last line")
-    p.set_defaults(func=_cmd)

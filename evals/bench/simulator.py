@@ -37,7 +37,7 @@ from torch import Tensor
 from quantum_adapters import _kernel
 from quantum_adapters.backends import execute
 
-from . import add_circuit_arguments, check_bounds
+from . import add_circuit_arguments, add_command, check_bounds
 
 __all__ = ["circuit_flops", "register", "run"]
 
@@ -297,19 +297,19 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``simulator`` sub-command to an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "simulator",
-        help="fast circuit simulator vs PennyLane default.qubit: forward+backward time, agreement, memory",
+        "fast circuit simulator vs PennyLane default.qubit: forward+backward time, agreement, memory",
+        _cmd,
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     add_circuit_arguments(p, qubits=8, layers=8, rows=4096, rows_help="circuits per batch, one per token")
     p.add_argument(
         "--repeats", type=int, default=3, help="timed steps per backend; the median is reported (default 3)"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument(
         "--profile",
         action="store_true",
         help="also print a torch.profiler table of the fast forward + backward",
     )
-    p.set_defaults(func=_cmd)

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from . import check_bounds
+from . import add_command, check_bounds
 
 __all__ = ["register", "run"]
 
@@ -268,10 +268,9 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("train-step", help="median training-step time and peak memory, QTHA vs LoRA")
-    _add_args(p)
-    p.add_argument("--json", action="store_true", help="one JSON object as the last line")
-    p.set_defaults(func=_cmd)
+    _add_args(
+        add_command(subparsers, "train-step", "median training-step time and peak memory, QTHA vs LoRA", _cmd)
+    )
 
 
 if __name__ == "__main__":
