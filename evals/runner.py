@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quantum_adapters.artifact import ArtifactError, verify
+from quantum_adapters.artifact import check_base_model, verify
 from quantum_adapters.domains import COUNSELING, DOMAINS, MATH, canonical
 from quantum_adapters.files import atomic_write
 from quantum_adapters.models import resolve_model
@@ -72,12 +72,7 @@ def _curve(manifest: dict[str, Any]) -> list[tuple[int, float]]:
 def verified_manifest(path: Path, source: Any) -> dict[str, Any]:
     """The artifact's manifest after verifying every hash; refuses one made for another base model."""
     manifest, _ = verify(path)
-    made_for = manifest["base_model"]
-    if made_for.get("sha256") != source.sha256:
-        raise ArtifactError(
-            f"{path}: made for base model {made_for.get('name')} (sha256 {str(made_for.get('sha256'))[:12]}...), "
-            f"but --model is {source.name} (sha256 {source.sha256[:12]}...)"
-        )
+    check_base_model(manifest, source, path, base_is="--model")
     return manifest
 
 
