@@ -62,7 +62,7 @@ COUNSELING = Domain(
     ),
 )
 
-DOMAINS: dict[str, Domain] = {d.name: d for d in (MATH, COUNSELING)}
+DOMAINS: dict[str, Domain] = {d.name: d for d in (COUNSELING, MATH)}
 """Canonical name -> domain, in the order the page lists them."""
 
 _BY_ALIAS = {alias: d.name for d in DOMAINS.values() for alias in d.aliases}
