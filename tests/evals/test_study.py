@@ -280,6 +280,8 @@ def test_eval_run_fewshot_option(tiny_chat_model_dir, isolated_env):
     from tests.conftest import DATA_DIR
 
     gsm8k = DATA_DIR / "gsm8k" / "train.jsonl"
+    if not gsm8k.is_file():
+        pytest.skip(f"real data sets not found at {DATA_DIR} (set QTHA_SHARED_DATA)")
     common = dict(task="gsm8k", model=str(tiny_chat_model_dir), artifacts=[], max_tokens=4, batch_size=2)
     summary = run_evaluation(
         data=f"gsm8k:{gsm8k}@-3:",
