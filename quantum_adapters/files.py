@@ -73,16 +73,21 @@ def staged_dir(target: str | os.PathLike, replace: bool = False) -> Iterator[Pat
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_jsonl(path: str | os.PathLike, torn_tail: bool = False) -> list[dict[str, Any]]:
     """Every record of a JSON-lines file (blank lines skipped); a bad line raises ``ValueError``
-    naming the file and line."""
+    naming the file and line. ``torn_tail=True`` drops a last line that is not JSON and has no
+    newline: a write cut short by a kill, in a file that is appended to record by record."""
     path = Path(path)
+    text = path.read_text()
+    lines = text.splitlines()
     out = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError as err:
+            if torn_tail and number == len(lines) and not text.endswith("\n"):
+                break
             raise ValueError(f"{path}:{number}: not a JSON record ({err.msg}): {line[:80]!r}") from None
     return out

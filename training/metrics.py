@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantum_adapters.files import atomic_write
+from quantum_adapters.files import atomic_write, read_jsonl
 
 __all__ = ["METRICS_FILE", "Metrics", "metrics_log", "read_metrics", "truncate_metrics"]
 
@@ -49,21 +49,7 @@ def read_metrics(run_folder: str | os.PathLike) -> Metrics:
     a bad line anywhere else raises ``ValueError`` naming the file and line.
     """
     path = Path(run_folder) / METRICS_FILE
-    if not path.is_file():
-        return Metrics()
-    text = path.read_text()
-    lines = text.splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines) and not text.endswith("\n"):
-                break  # torn by a kill mid-write
-            raise ValueError(f"{path}:{number}: not a JSON record ({err.msg}): {line[:80]!r}") from None
-    return Metrics(records)
+    return Metrics(read_jsonl(path, torn_tail=True)) if path.is_file() else Metrics()
 
 
 def truncate_metrics(run_folder: str | os.PathLike, step: int) -> None:
