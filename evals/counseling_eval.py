@@ -42,8 +42,10 @@ def score_references(
 ) -> tuple[dict[str, float], dict[str, list[float]], list[Any]]:
     """Teacher-forced scores of ``model`` on each example's reference reply.
 
-    Returns ``({'n', 'eval_loss', 'token_error_rate'}, per-example {'eval_loss', 'token_error_rate'},
-    the examples that fit ``max_len``)``; ``eval_loss`` is the mean NLL per reply token (nats).
+    Returns ``({'n', 'eval_loss', 'token_error_rate'}, per-example {'eval_loss', 'token_error_rate',
+    'n_tokens'}, the examples that fit ``max_len``)``; ``eval_loss`` is the mean NLL per reply token (nats),
+    so both figures are token-weighted means of the per-example values (``n_tokens`` their weights: pass
+    them to ``bootstrap_ci(weights=)``).
     """
     from training.tokenize import encode
 
@@ -65,6 +67,7 @@ def score_references(
     per_example = {
         "eval_loss": [s.nll_sum / s.n_tokens for s in scores],
         "token_error_rate": [token_error_rate(s.n_correct, s.n_tokens) for s in scores],
+        "n_tokens": [float(s.n_tokens) for s in scores],
     }
     return metrics, per_example, kept
 
@@ -86,7 +89,7 @@ def run(
     """Evaluate ``model`` on counselling ``examples``; generation metrics on the first ``generate_limit``.
 
     ``records`` receives one dict per generated reply; ``per_example`` the per-example values behind
-    ``eval_loss`` and ``token_error_rate`` (for bootstrap intervals).
+    ``eval_loss`` and ``token_error_rate`` and their weights ``n_tokens`` (for bootstrap intervals).
     """
     result, per, kept = score_references(engine, examples, model, max_len=max_len, batch_size=batch_size)
     result["perplexity"] = perplexity(result["eval_loss"])

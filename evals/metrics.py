@@ -6,7 +6,9 @@
   Tokens are the lowercased word characters (``\\w+``, Unicode aware), no stemming.
 - Percentile bootstrap interval of a mean (Efron & Tibshirani, 1993, ch. 13): resample the per-item
   values with replacement ``n_boot`` times and take the ``(1 - confidence) / 2`` and
-  ``(1 + confidence) / 2`` quantiles of the resampled means.
+  ``(1 + confidence) / 2`` quantiles of the resampled means. A token-weighted mean (eval loss and token
+  error rate: ``sum(w_i v_i) / sum(w_i)`` with ``w_i`` an item's scored tokens) is resampled by item with
+  its weights, so the interval is of the figure reported, not of the unweighted mean of the items.
 - Relative reduction ``(old - new) / old``, perplexity ``exp(mean NLL)``, token error rate
   ``1 - correct / total``.
 """
@@ -20,7 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "TOKEN_WEIGHTED",
     "bootstrap_ci",
+    "item_ci",
     "perplexity",
     "relative_reduction",
     "rouge_l",
@@ -80,12 +84,19 @@ def _finite_array(values: Sequence[float], where: str) -> np.ndarray:
 
 
 def bootstrap_ci(
-    values: Sequence[float], n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+    values: Sequence[float],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    *,
+    weights: Sequence[float] | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval ``(low, high)`` of the mean of ``values``.
 
-    ``values`` are per-item scores (0/1 errors, per-item losses), shape (N,). Seeded, so a report is
-    reproducible. With one value, or all values equal, the interval is that value on both sides.
+    ``values`` are per-item scores (0/1 errors, per-item losses), shape (N,). With ``weights`` (shape
+    (N,), > 0; an item's token count) the statistic is the weighted mean ``sum(w v) / sum(w)``, items
+    resampled with their weights. Seeded, so a report is reproducible. With one value, or all values
+    equal, the interval is that value on both sides.
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise ValueError(f"bootstrap_ci: expected n_boot to be an int >= 1; got {n_boot!r}")
@@ -93,16 +104,35 @@ def bootstrap_ci(
         raise ValueError(f"bootstrap_ci: expected confidence in (0, 1); got {confidence!r}")
     arr = _finite_array(values, "bootstrap_ci")
     n = arr.size
+    w = np.ones(n) if weights is None else _finite_array(weights, "bootstrap_ci weights")
+    if w.size != n:
+        raise ValueError(f"bootstrap_ci: expected {n} weights, one per value; got {w.size}")
+    if (w <= 0).any():
+        raise ValueError(
+            f"bootstrap_ci: expected weights > 0; got {w[w <= 0][0]} at index {np.argmax(w <= 0)}"
+        )
+    wv = w * arr
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)  # (n_boot,)
     rows_per_chunk = max(1, _BOOT_CHUNK_ELEMENTS // n)
     for start in range(0, n_boot, rows_per_chunk):
         stop = min(n_boot, start + rows_per_chunk)
         idx = rng.integers(0, n, size=(stop - start, n))  # (chunk, N)
-        means[start:stop] = arr[idx].mean(axis=1)
+        means[start:stop] = wv[idx].sum(axis=1) / w[idx].sum(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+TOKEN_WEIGHTED = frozenset({"eval_loss", "token_error_rate"})
+"""Metrics reported as a token-weighted mean of per-item values (their weights: ``n_tokens``)."""
+
+
+def item_ci(per_item: dict[str, Sequence[float]], key: str, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of metric ``key`` from per-item values ``per_item[key]``, weighted by
+    ``per_item["n_tokens"]`` for the token-weighted metrics (:data:`TOKEN_WEIGHTED`)."""
+    weights = per_item.get("n_tokens") if key in TOKEN_WEIGHTED else None
+    return bootstrap_ci(per_item[key], seed=seed, weights=weights)
 
 
 def relative_reduction(new: float, old: float) -> float:

@@ -18,7 +18,7 @@ from quantum_adapters.domains import COUNSELING, DOMAINS, MATH, canonical
 from quantum_adapters.files import atomic_write
 from quantum_adapters.models import resolve_model
 
-from .metrics import bootstrap_ci, relative_reduction
+from .metrics import item_ci, relative_reduction
 
 __all__ = ["MAIN_METRIC", "TASKS", "EvalError", "artifact_label", "run_evaluation", "task_domain"]
 
@@ -170,11 +170,11 @@ def run_evaluation(
         metrics = evaluate(
             engine, examples, name, batch_size=batch_size, records=records, per_example=per, **options
         )
-        low, high = bootstrap_ci(per[main_key], seed=0)
+        low, high = item_ci(per, main_key)
         row: dict[str, Any] = {"name": name, **metrics, "ci_low": low, "ci_high": high}
         for key in ("token_error_rate", "flexible_error_rate"):
             if key in per:
-                row[f"{key}_ci"] = list(bootstrap_ci(per[key], seed=0))
+                row[f"{key}_ci"] = list(item_ci(per, key))
         info = engine.info(name)
         row["trainable_params"] = info["trainable_params"]
         row["method"] = info["method"]

@@ -28,6 +28,7 @@ parameters, wall time) is built from the registry's entries, never from logs.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import hashlib
 import json
@@ -477,12 +478,19 @@ def _curves(folder: Path) -> dict[str, list[list[float]]]:
     return {"train": train[::every] + ([train[-1]] if train and (len(train) - 1) % every else []), "dev": dev}
 
 
+def _eval_max_len(cfg: dict, domain: str, ev: dict) -> int:
+    """Token limit of teacher-forced scoring on eval set ``ev``: its own, else 512 for counselling
+    (long dialogues keep their recent turns) and the training length for math."""
+    default = 512 if domain == COUNSELING.name else cfg["train"].get("max_len", 256)
+    return ev.get("max_len", default)
+
+
 def _evaluate(cfg: dict, run: Run, artifact: Path | None) -> dict[str, Any]:
     """Held-out metrics of one run (or the base model): {eval set: {metric: value, ...}}."""
     from serving.engine import BASE, Engine
 
     from . import counseling_eval, math_eval
-    from .metrics import bootstrap_ci
+    from .metrics import item_ci
     from .runner import task_examples
 
     dom = cfg["domains"][run.domain]
@@ -505,7 +513,7 @@ def _evaluate(cfg: dict, run: Run, artifact: Path | None) -> dict[str, Any]:
                 per_example=per,
             )
             for key in ("error_rate", "flexible_error_rate"):
-                metrics[f"{key}_ci"] = list(bootstrap_ci(per[key], seed=0))
+                metrics[f"{key}_ci"] = list(item_ci(per, key))
                 metrics[f"{key}_items"] = per[key]
             out["gsm8k-accuracy"] = metrics
         reply_fn = None
@@ -522,17 +530,19 @@ def _evaluate(cfg: dict, run: Run, artifact: Path | None) -> dict[str, Any]:
                     engine,
                     examples,
                     name,
-                    max_len=ev.get("max_len", 512),
+                    max_len=_eval_max_len(cfg, run.domain, ev),
                     generate_limit=dom.get("generate_limit", 16),
                     reply_fn=reply_fn,
                     per_example=per,
                 )
                 reply_fn = None  # the probes do not depend on the eval set: once per run
             else:
-                max_len = ev.get("max_len", cfg["train"].get("max_len", 256))
+                max_len = _eval_max_len(cfg, run.domain, ev)
                 metrics, per, _ = counseling_eval.score_references(engine, examples, name, max_len=max_len)
-            metrics["eval_loss_ci"] = list(bootstrap_ci(per["eval_loss"], seed=0))
-            metrics["eval_loss_items"] = per["eval_loss"]
+            for key in ("eval_loss", "token_error_rate"):  # token-weighted: intervals weighted by n_tokens
+                metrics[f"{key}_ci"] = list(item_ci(per, key))
+                metrics[f"{key}_items"] = per[key]
+            metrics["n_tokens_items"] = per["n_tokens"]
             out[ename] = metrics
         info = engine.info(name)
     finally:
@@ -638,9 +648,18 @@ def _priority(run: Run) -> tuple[int, int]:
 
 
 def run_study(
-    config: str, out: str, *, registry: str | None = None, dry_run: bool = False, progress: bool = True
+    config: str,
+    out: str,
+    *,
+    registry: str | None = None,
+    dry_run: bool = False,
+    report_only: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Validate, print the budget, run every unfinished run in plan order, then build the report."""
+    """Validate, print the budget, run every unfinished run in plan order, then build the report.
+
+    ``report_only`` builds the report from the runs finished so far (a study still running, or stopped
+    part-way), trains nothing."""
     from tqdm.auto import tqdm
 
     from .registry import Registry
@@ -655,7 +674,7 @@ def run_study(
     reg = Registry(registry)
     try:
         # Sweeps first: the final runs' lr depends on them, so the plan is re-made as they finish.
-        while True:
+        while not report_only:
             runs, _ = plan(cfg, root)
             todo = sorted((r for r in runs if _runnable(root, r)), key=_priority)
             if not todo:
@@ -735,6 +754,49 @@ def _value(p: dict, ename: str, key: str) -> float | None:
     return (p["sets"].get(ename) or {}).get(key)
 
 
+@functools.cache
+def _token_counts(model: str, domain: str, data: str, limit: int | None, max_len: int) -> tuple[float, ...]:
+    """Scored tokens per item of an eval set (the weights of its token-weighted metrics), for evaluations
+    recorded before they were stored: the same examples and encoding as the scoring."""
+    from quantum_adapters.models import load_base_model
+    from training.tokenize import encode
+
+    from .runner import task_examples
+
+    _, tokenizer, _ = load_base_model(model)
+    counts = []
+    for ex in task_examples(domain, data, limit):
+        feature = encode(tokenizer, ex, max_len, trim_context=True)
+        if feature is not None:  # position t predicts token t + 1: the first label is never scored
+            counts.append(float(sum(t != -100 for t in feature["labels"][1:])))
+    return tuple(counts)
+
+
+def _item_weights(cfg: dict, domain: str, model: str, ename: str, p: dict) -> list[float] | None:
+    """An evaluated set's per-item token counts (None where they cannot be matched to its items)."""
+    m = p["sets"].get(ename) or {}
+    if m.get("n_tokens_items"):
+        return m["n_tokens_items"]
+    ev = (cfg["domains"][domain].get("evals") or {}).get(ename)
+    items = m.get("eval_loss_items")
+    if ev is None or not items:
+        return None
+    counts = _token_counts(model, domain, ev["data"], ev.get("limit"), _eval_max_len(cfg, domain, ev))
+    return list(counts) if len(counts) == len(items) else None
+
+
+def _item_interval(
+    p: dict, ename: str, key: str, weights: list[float] | None
+) -> tuple[float | None, float | None]:
+    """95% bootstrap interval over one run's items (token-weighted metrics weighted by their tokens)."""
+    from .metrics import TOKEN_WEIGHTED, bootstrap_ci
+
+    items = (p["sets"].get(ename) or {}).get(f"{key}_items")
+    if not items or (key in TOKEN_WEIGHTED and weights is None):
+        return None, None
+    return bootstrap_ci(items, seed=0, weights=weights if key in TOKEN_WEIGHTED else None)
+
+
 def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
     """Tables per domain and protocol from the registry's entries; report.md + per-table HTML."""
     from .report import build_report
@@ -753,9 +815,11 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
     sections: list[tuple[str, str, list[Run]]] = []
     for domain, dom in cfg["domains"].items():
         for pname in dom.get("protocols") or {}:
-            sections.append((domain, pname, [r for r in runs if "final" in r.roles.get(pname, ())]))
+            finals = [r for r in runs if r.domain == domain and "final" in r.roles.get(pname, ())]
+            sections.append((domain, pname, finals))
         if dom.get("accuracy"):
-            sections.append((domain, "accuracy", [r for r in runs if r.stage == "accuracy"]))
+            accuracy = [r for r in runs if r.domain == domain and r.stage == "accuracy"]
+            sections.append((domain, "accuracy", accuracy))
     for domain, pname, members in sections:
         base_stage = "base-accuracy" if pname == "accuracy" else "base"
         base = next((entries.get(r.key) for r in runs if r.domain == domain and r.stage == base_stage), None)
@@ -767,7 +831,12 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
         if not payloads:
             continue
         keys = _metric_keys(payloads)
-        title = f"{domain} / {pname}" + (f" ({members[0].model})" if members else "")
+        model = members[0].model if members else cfg["model"]
+        title = f"{domain} / {pname} ({model})"
+
+        def weights(p: dict, ename: str, domain: str = domain, model: str = model) -> list[float] | None:
+            return _item_weights(cfg, domain, model, ename, p)
+
         md += [f"## {title}", ""]
         header = [
             "arm",
@@ -802,8 +871,8 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
                     cells.append("–")
                     continue
                 mean, low, high = _mean_ci(vals)
-                if low is None and len(ps) == 1 and f"{k}_ci" in ps[0]["sets"][ename]:
-                    low, high = ps[0]["sets"][ename][f"{k}_ci"]  # one run: the interval over items
+                if low is None and len(ps) == 1:  # one run: the interval over items
+                    low, high = _item_interval(ps[0], ename, k, weights(ps[0], ename))
                 cells.append(_fmt_ci(mean, low, high, pct=k.endswith("_rate")))
                 row[f"{ename}/{k}"] = mean
                 table[f"{arm}/{ename}/{k}"] = {"mean": mean, "ci": [low, high], "n": len(vals)}
@@ -824,13 +893,14 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
                 )
         md.append("")
         if pname != "accuracy" and len(_proto(cfg, domain, pname)["lrs"]) > 1:
-            chosen = {arm: best.get((domain, pname, arm)) for arm in by_arm}
-            md += [
-                "Best lr per arm (lowest final dev loss of the sweep): "
-                + ", ".join(f"{a} {lr:g}" for a, lr in chosen.items() if lr is not None),
-                "",
-            ]
-        md += _paired_md(by_arm, keys, pairs)
+            chosen = {arm: lr for arm in by_arm if (lr := best.get((domain, pname, arm))) is not None}
+            if chosen:
+                md += [
+                    "Best lr per arm (lowest final dev loss of the sweep): "
+                    + ", ".join(f"{a} {lr:g}" for a, lr in chosen.items()),
+                    "",
+                ]
+        md += _paired_md(by_arm, keys, pairs, weights)
         md += _dev_curve_md(by_arm)
         curves = {}
         for arm, ps in by_arm.items():
@@ -852,10 +922,14 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
 
 
 def _paired_md(
-    by_arm: dict[str, list[dict]], keys: list[tuple[str, str]], pairs: list[list[str]]
+    by_arm: dict[str, list[dict]],
+    keys: list[tuple[str, str]],
+    pairs: list[list[str]],
+    weights: Any = lambda p, ename: None,
 ) -> list[str]:
-    """Paired differences a - b: by seed (t-interval) with >= 2 common seeds, else by item (bootstrap)."""
-    from .metrics import bootstrap_ci
+    """Paired differences a - b: by seed (t-interval) with >= 2 common seeds, else by item (bootstrap;
+    the token-weighted metrics weighted by each item's tokens, the same for both arms)."""
+    from .metrics import TOKEN_WEIGHTED, bootstrap_ci
 
     lines: list[str] = []
     for a, b in pairs:
@@ -878,10 +952,13 @@ def _paired_md(
             mean, low, high = _mean_ci(diffs)
             how = f"{len(diffs)} seeds"
             if low is None:
-                ia = (sa[common[0]]["sets"][ename]).get(f"{k}_items")
-                ib = (sb[common[0]]["sets"][ename]).get(f"{k}_items")
-                if ia and ib and len(ia) == len(ib):
-                    low, high = bootstrap_ci([x - y for x, y in zip(ia, ib, strict=True)], seed=0)
+                pa, pb = sa[common[0]], sb[common[0]]
+                ia = (pa["sets"][ename]).get(f"{k}_items")
+                ib = (pb["sets"][ename]).get(f"{k}_items")
+                w = weights(pa, ename) if k in TOKEN_WEIGHTED else None
+                if ia and ib and len(ia) == len(ib) and (w is not None or k not in TOKEN_WEIGHTED):
+                    diffs_i = [x - y for x, y in zip(ia, ib, strict=True)]
+                    low, high = bootstrap_ci(diffs_i, seed=0, weights=w)
                     how = f"{len(ia)} items"
             cells.append(f"{ename}: {k} {_fmt_ci(mean, low, high, pct=k.endswith('_rate'))} ({how})")
         if cells:
@@ -914,7 +991,9 @@ def _dev_curve_md(by_arm: dict[str, list[dict]]) -> list[str]:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    summary = run_study(args.config, args.out, registry=args.registry, dry_run=args.dry_run)
+    summary = run_study(
+        args.config, args.out, registry=args.registry, dry_run=args.dry_run, report_only=args.report_only
+    )
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "markdown"}, default=str))
     elif not args.dry_run:
@@ -930,5 +1009,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", default="configs/study.yaml", help="study YAML (default configs/study.yaml)")
     p.add_argument("--out", default="runs/study", help="folder for the runs and the report")
     p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the plan and budget only")
+    p.add_argument(
+        "--report-only",
+        dest="report_only",
+        action="store_true",
+        help="build the report from the runs finished so far (the study may still be running); train nothing",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=_cmd)

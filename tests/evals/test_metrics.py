@@ -9,6 +9,7 @@ import pytest
 
 from evals.metrics import (
     bootstrap_ci,
+    item_ci,
     perplexity,
     relative_reduction,
     rouge_l,
@@ -58,6 +59,26 @@ def test_bootstrap_ci_narrows_with_more_data() -> None:
     assert w_large < w_small / 5  # width shrinks like 1 / sqrt(n): about 10x here
     low, high = bootstrap_ci(large)
     assert low < large.mean() < high
+
+
+def test_bootstrap_ci_with_weights_is_of_the_weighted_mean() -> None:
+    # long items score 1.0, short ones 3.0: the token-weighted mean is near 1, the plain mean is 2
+    values = [1.0, 3.0] * 50
+    weights = [90.0, 10.0] * 50
+    low, high = bootstrap_ci(values, weights=weights)
+    assert low < 1.2 < high and high < 1.5
+    plain = bootstrap_ci(values)
+    assert plain[0] < 2.0 < plain[1]
+    assert item_ci({"eval_loss": values, "n_tokens": weights}, "eval_loss") == (low, high)
+    assert item_ci({"error_rate": values, "n_tokens": weights}, "error_rate") == plain  # not token-weighted
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"), [([1.0, 2.0], "expected 3 weights"), ([1.0, 0.0, 2.0], "expected weights > 0")]
+)
+def test_bootstrap_ci_refuses_bad_weights(weights, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        bootstrap_ci([1.0, 2.0, 3.0], weights=weights)
 
 
 def test_bootstrap_ci_is_seeded() -> None:

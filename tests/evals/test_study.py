@@ -236,6 +236,16 @@ def test_study_arms_sweep_resume_and_report(
     assert (out / "report" / "report.md").is_file()
     table = summary["tables"]["counseling/reference"]
     assert table["qtha/synth-test/eval_loss"]["n"] == 2 and table["qtha-AB/synth-test/eval_loss"]["n"] == 1
+    # each domain's tables hold that domain's runs only
+    assert not any(k.startswith("qtha") for k in summary["tables"]["math/tuned"])
+    # a one-seed figure's interval is over items, token-weighted like the figure: it holds the figure
+    one_seed = table["qtha-AB/synth-test/eval_loss"]
+    low, high = one_seed["ci"]
+    assert low <= one_seed["mean"] <= high
+    marker = json.loads(next(out.glob(f"runs/counseling-qtha-AB-*/{MARKER}")).read_text())
+    m = marker["sets"]["synth-test"]
+    weighted = sum(w * v for w, v in zip(m["n_tokens_items"], m["eval_loss_items"], strict=True))
+    assert weighted / sum(m["n_tokens_items"]) == pytest.approx(m["eval_loss"], rel=1e-9)
 
     # change one recorded figure in the registry: the rebuilt report shows it (no log is re-read)
     db = sqlite3.connect(Registry().path)
@@ -245,12 +255,16 @@ def test_study_arms_sweep_resume_and_report(
         if json.loads(j)["arm"] == "qtha-AB" and json.loads(j)["domain"] == "counseling"
     )
     payload["sets"]["synth-test"]["eval_loss"] = 123.25
+    # an evaluation recorded before token counts were stored: the report counts them from the data
+    del payload["sets"]["synth-test"]["n_tokens_items"]
     db.execute("UPDATE evaluations SET json = ? WHERE id = ?", [json.dumps(payload), row_id])
     db.commit()
     db.close()
     with Registry() as reg:
         rebuilt = study.study_report(cfg, out, reg)
-    assert rebuilt["tables"]["counseling/reference"]["qtha-AB/synth-test/eval_loss"]["mean"] == 123.25
+    again = rebuilt["tables"]["counseling/reference"]["qtha-AB/synth-test/eval_loss"]
+    assert again["mean"] == 123.25
+    assert again["ci"] == pytest.approx(one_seed["ci"], rel=1e-12)  # the same weights, recounted
 
     # 6. a deleted evaluation marker: only that run is evaluated again (its artifact is reused)
     del trained_folders[:]
