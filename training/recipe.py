@@ -525,7 +525,9 @@ def _prepare(cfg: TrainConfig, resume: bool) -> _Run:
         )
         _confirm_device_budget(cfg, runner, device_estimate, accelerator.is_main_process)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(_param_groups(cfg, params, lr_scales), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        _param_groups(cfg, params, lr_scales), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     start_step = 0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -29,7 +30,7 @@ def test_no_noise_has_gain_one_and_depolarising_shrinks_the_signal_with_depth_an
     assert noise_gain(w, None) == 1.0
     assert noise_gain(w, "p1=0,p2=0") == pytest.approx(1.0, rel=1e-9)
     gains = [noise_gain(w, f"p1=0.01,p2={p2}") for p2 in (0.0, 0.02, 0.05, 0.10)]
-    assert all(a > b for a, b in zip(gains, gains[1:])), gains
+    assert all(a > b for a, b in itertools.pairwise(gains)), gains
     shallow, deep = noise_gain(_weights(4, 1), "depolarizing"), noise_gain(w, "depolarizing")
     assert 0 < deep < shallow < 1
     assert deep < 0.1  # the reference's model at r = 4, L = 4 keeps a few per cent of the signal

@@ -22,7 +22,9 @@ def _qtha_modules(model) -> list[QTHALinear]:
 
 
 def test_rescale_divides_every_qw_by_its_circuits_gain_and_scales_its_lr(tiny_train_config, tmp_path):
-    cfg = tiny_train_config(tmp_path / "r", train_noise="depolarizing", train_noise_rescale=True, weight_decay=0.1)
+    cfg = tiny_train_config(
+        tmp_path / "r", train_noise="depolarizing", train_noise_rescale=True, weight_decay=0.1
+    )
     torch.manual_seed(0)
     base, _, _ = load_base_model(cfg.model)
     model = get_peft_model(base, _peft_config(cfg))
@@ -58,7 +60,9 @@ def test_adamw_on_the_rescaled_qw_follows_training_qw_times_gain_at_the_plain_lr
     qw = (v0 / gain).clone().requires_grad_()
     cfg = TrainConfig(lr=lr, weight_decay=wd)
     opt_v = torch.optim.AdamW([v], lr=lr, weight_decay=wd, eps=1e-12)
-    opt_qw = torch.optim.AdamW(_param_groups(cfg, [qw], {id(qw): 1 / gain}), lr=lr, weight_decay=wd, eps=1e-12)
+    opt_qw = torch.optim.AdamW(
+        _param_groups(cfg, [qw], {id(qw): 1 / gain}), lr=lr, weight_decay=wd, eps=1e-12
+    )
     for _ in range(20):
         for opt, w in ((opt_v, v / gain), (opt_qw, qw)):
             opt.zero_grad()
