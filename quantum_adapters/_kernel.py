@@ -18,8 +18,10 @@ fused multiply-add per row; an RY on a higher wire rotates pairs of whole rows. 
 adapter delta (``c = x @ P``, the circuit, ``c @ M_c + z @ M_q`` added into the output) is a third entry
 point, so decoding pays one foreign call per adapted module. The backward pass is the adjoint method of
 :mod:`.simulator` (un-compute psi by inverse gates while carrying lambda; every gradient from the
-post-gate (psi, lambda)), so nothing per row is kept but the final state; the shared gradients are summed
-per thread and then across threads.
+post-gate (psi, lambda)). The backward pass first recomputes each row's final state in that row's buffers
+(the forward costs about a quarter of the adjoint pass), so nothing per row is kept between the passes but
+the input angles; the per-row angle gradients are summed over layers in the kernel, and the shared
+gradients per thread and then across threads.
 
 The source is compiled once per machine with the system C++ compiler (``$CXX``, else ``c++``) into a
 cache directory (``$QTHA_CACHE_DIR``, else ``~/.cache/qtha``), keyed by the source, the flags and the CPU,
@@ -152,12 +154,14 @@ struct Kernel {
       row_pairs(j, [&](int lo, int hi) { acc += lr[hi] * pr[lo] + li[hi] * pi[lo] - lr[lo] * pr[hi] - li[lo] * pi[hi]; });
       out[j] += hsum(acc);
     }
-    for (int p = 0; p < w; ++p) {
-      V acc = {};
-      for (int r = 0; r < R; ++r)
-        acc += lr[r] * __builtin_shuffle(pr[r], swap[p]) + li[r] * __builtin_shuffle(pi[r], swap[p]);
-      out[n - 1 - p] += hsum(acc * sgn[p]);
+    // one pass over the rows, an independent accumulator per lane wire (no chain of dependent adds)
+    V acc[8] = {};
+    for (int r = 0; r < R; ++r) {
+      const V a = pr[r], b = pi[r], la = lr[r], lb = li[r];
+      for (int p = 0; p < w; ++p)
+        acc[p] += la * __builtin_shuffle(a, swap[p]) + lb * __builtin_shuffle(b, swap[p]);
     }
+    for (int p = 0; p < w; ++p) out[n - 1 - p] += hsum(acc[p] * sgn[p]);
   }
 
   inline void phase_grads(const V* pr, const V* pi, const V* lr, const V* li, T* out) const {
@@ -291,31 +295,41 @@ void adapter_rows(int n, int L, int64_t B, int d_in, int d_out, const float* x, 
   }
 }
 
-// Adjoint pass. final_state (B, 2, D), grad_z (B, n) -> grad_rows (L, B, n) (dL/dtheta_rows), grad_shared
-// (L+1, n), grad_phase (2L, D): dL/dphi, phi the phase angles.
+// Adjoint pass. Row b's angles in layer l: theta[b] + offsets[l] (theta (B, n), offsets (L, n)). Its final
+// state is read from final_state (B, 2, D), or, where that is null, recomputed by the forward pass in the
+// row's own buffers (the forward costs ~1/4 of the adjoint pass; nothing per row is then kept between the
+// passes). grad_z (B, n) -> grad_theta (B, n) (the sum over layers of dL/d(row angles)), grad_offsets (L, n)
+// (its sum over rows), grad_shared (L+1, n), grad_phase (2L, D): dL/dphi, phi the phase angles.
 template <typename T, int W>
-void backward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs, const T* shared_cs,
-              const T* phase_cs, const T* final_state, const T* grad_z, T* grad_rows, T* grad_shared,
-              T* grad_phase, int threads) {
+void backward(int n, int L, int64_t B, const T* theta, const T* offsets, const T* shared_cs,
+              const T* phase_cs, const T* final_state, const T* grad_z, T* grad_theta, T* grad_offsets,
+              T* grad_shared, T* grad_phase, int threads) {
   typedef typename Kernel<T, W>::V V;
   const Kernel<T, W> k(n, L, phase_cs);
   const int D = k.D, R = k.R;
   const int nt = (threads > 1 && B > 1) ? threads : 1;
-  std::vector<T> acc_shared((size_t)nt * (L + 1) * n, T(0));
+  const size_t per_thread = (size_t)(L + 1) * n + (size_t)L * n;  // shared RY sums, then offset sums
+  std::vector<T> acc_small((size_t)nt * per_thread, T(0));
   Aligned acc_phase_store(sizeof(V) * nt * 2 * L * R);
   V* acc_phase = static_cast<V*>(acc_phase_store.p);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int t = omp_get_thread_num();
-    T* my_shared = acc_shared.data() + (size_t)t * (L + 1) * n;
+    T* my_shared = acc_small.data() + (size_t)t * per_thread;
+    T* my_offsets = my_shared + (size_t)(L + 1) * n;
     T* my_phase = reinterpret_cast<T*>(acc_phase + (size_t)t * 2 * L * R);
     Aligned buf(sizeof(V) * 4 * R);
     V *pr = static_cast<V*>(buf.p), *pi = pr + R, *lr = pi + R, *li = lr + R;
-    T c[32], s[32];
+    T c[32], s[32], gr[32], z[32];
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
-      std::memcpy(static_cast<void*>(pr), final_state + b * 2 * D, sizeof(T) * D);
-      std::memcpy(static_cast<void*>(pi), final_state + b * 2 * D + D, sizeof(T) * D);
+      if (final_state) {
+        std::memcpy(static_cast<void*>(pr), final_state + b * 2 * D, sizeof(T) * D);
+        std::memcpy(static_cast<void*>(pi), final_state + b * 2 * D + D, sizeof(T) * D);
+      } else {
+        simulate_row(k, theta, offsets, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
+                     shared_cs, b, B, pr, pi, z);
+      }
       // lambda = (sum_j g_j Z_j) psi; the weight built by doubling, like a product state
       T* wt = reinterpret_cast<T*>(lr);
       const T* gz = grad_z + b * n;
@@ -332,6 +346,8 @@ void backward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,
       k.ry_layer(pi, sh, sh + n, T(-1));
       k.ry_layer(lr, sh, sh + n, T(-1));
       k.ry_layer(li, sh, sh + n, T(-1));
+      T* gt = grad_theta + b * n;
+      for (int j = 0; j < n; ++j) gt[j] = 0;
       for (int l = L - 1; l >= 0; --l) {
         k.phase_grads(pr, pi, lr, li, my_phase + (size_t)(2 * l + 1) * D);
         k.phase(pr, pi, 2 * l + 1, T(-1));
@@ -345,11 +361,12 @@ void backward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,
         k.phase_grads(pr, pi, lr, li, my_phase + (size_t)(2 * l) * D);
         k.phase(pr, pi, 2 * l, T(-1));
         k.phase(lr, li, 2 * l, T(-1));
-        T* gr = grad_rows + (l * B + b) * n;
         for (int j = 0; j < n; ++j) gr[j] = 0;
         k.ry_grads(pr, pi, lr, li, gr);
+        for (int j = 0; j < n; ++j) { gt[j] += gr[j]; my_offsets[l * n + j] += gr[j]; }
         if (l > 0) {
-          row_angles(theta, static_cast<const T*>(nullptr), rc, rs, l, b, B, n, c, s);
+          row_angles(theta, offsets, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), l, b, B,
+                     n, c, s);
           k.ry_layer(pr, c, s, T(-1));
           k.ry_layer(pi, c, s, T(-1));
           k.ry_layer(lr, c, s, T(-1));
@@ -358,10 +375,11 @@ void backward(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,
       }
     }
   }
-  for (int i = 0; i < (L + 1) * n; ++i) {
+  for (size_t i = 0; i < per_thread; ++i) {
     T v = 0;
-    for (int t = 0; t < nt; ++t) v += acc_shared[(size_t)t * (L + 1) * n + i];
-    grad_shared[i] = v;
+    for (int t = 0; t < nt; ++t) v += acc_small[(size_t)t * per_thread + i];
+    if (i < (size_t)(L + 1) * n) grad_shared[i] = v;
+    else grad_offsets[i - (size_t)(L + 1) * n] = v;
   }
   const T* acc = reinterpret_cast<const T*>(acc_phase);
   for (int64_t i = 0; i < (int64_t)2 * L * D; ++i) {
@@ -382,18 +400,18 @@ extern "C" {
     else if (n == 3) forward<T, 8>(n, L, B, theta, off, rc, rs, shared_cs, phase_cs, z, final_state, th); \
     else forward<T, 4>(n, L, B, theta, off, rc, rs, shared_cs, phase_cs, z, final_state, th);         \
   }                                                                                                   \
-  void qtha_backward_##SUFFIX(int n, int L, int64_t B, const T* theta, const T* rc, const T* rs,     \
-                              const T* shared_cs, const T* phase_cs, const T* final_state,           \
-                              const T* grad_z, T* grad_rows, T* grad_shared, T* grad_phase, int th) { \
+  void qtha_backward_##SUFFIX(int n, int L, int64_t B, const T* theta, const T* off, const T* shared_cs, \
+                              const T* phase_cs, const T* final_state, const T* grad_z, T* grad_theta,  \
+                              T* grad_off, T* grad_shared, T* grad_phase, int th) {                   \
     if (n >= 4)                                                                                       \
-      backward<T, 16>(n, L, B, theta, rc, rs, shared_cs, phase_cs, final_state, grad_z, grad_rows,   \
-                      grad_shared, grad_phase, th);                                                   \
+      backward<T, 16>(n, L, B, theta, off, shared_cs, phase_cs, final_state, grad_z, grad_theta,      \
+                      grad_off, grad_shared, grad_phase, th);                                         \
     else if (n == 3)                                                                                  \
-      backward<T, 8>(n, L, B, theta, rc, rs, shared_cs, phase_cs, final_state, grad_z, grad_rows,    \
-                     grad_shared, grad_phase, th);                                                    \
+      backward<T, 8>(n, L, B, theta, off, shared_cs, phase_cs, final_state, grad_z, grad_theta,       \
+                     grad_off, grad_shared, grad_phase, th);                                          \
     else                                                                                              \
-      backward<T, 4>(n, L, B, theta, rc, rs, shared_cs, phase_cs, final_state, grad_z, grad_rows,    \
-                     grad_shared, grad_phase, th);                                                    \
+      backward<T, 4>(n, L, B, theta, off, shared_cs, phase_cs, final_state, grad_z, grad_theta,       \
+                     grad_off, grad_shared, grad_phase, th);                                          \
   }
 QTHA_EXPORT(float, f32)
 QTHA_EXPORT(double, f64)
@@ -404,7 +422,7 @@ void qtha_adapter_rows_f32(int n, int L, int64_t B, int d_in, int d_out, const f
   else if (n == 3) adapter_rows<8>(n, L, B, d_in, d_out, x, ldx, p_t, m_c, m_q, offsets, shared_cs, phase_cs, out, ldo);
   else adapter_rows<4>(n, L, B, d_in, d_out, x, ldx, p_t, m_c, m_q, offsets, shared_cs, phase_cs, out, ldo);
 }
-int qtha_kernel_version() { return 4; }
+int qtha_kernel_version() { return 5; }
 }
 """
 
@@ -497,35 +515,44 @@ class Kernel:
 
     def backward(
         self,
-        row_cs: tuple[Tensor, Tensor],
+        theta: Tensor,
+        offsets: Tensor,
         shared_cs: Tensor,
         phase_cs: Tensor,
-        final: Tensor,
         grad_z: Tensor,
         threads: int,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """dL/d(theta_rows ``(L, B, n)``, theta_shared ``(L+1, n)``, phi ``(2L, 2^n)``) from dL/dz."""
-        n_layers, b, n = row_cs[0].shape
-        grad_rows = torch.empty_like(row_cs[0])
+        final: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """dL/d(theta ``(B, n)``, offsets ``(L, n)``, theta_shared ``(L+1, n)``, phi ``(2L, 2^n)``) from dL/dz.
+
+        Row b's angles in layer l are ``theta[b] + offsets[l]`` (the offsets form of :meth:`forward`). Its
+        final state is recomputed row by row inside the pass, so the forward need keep nothing per row
+        but ``theta``; ``final`` ``(B, 2, 2^n)``, the states :meth:`forward` wrote, skips that (the same
+        gradients, bit for bit: the recomputation runs the forward's own code).
+        """
+        b, n = theta.shape
+        n_layers = offsets.shape[0]
+        grad_theta = torch.empty_like(theta)
+        grad_offsets = torch.empty_like(offsets)
         grad_shared = grad_z.new_empty(n_layers + 1, n)
         grad_phase = grad_z.new_empty(2 * n_layers, 2**n)
         self._bwd[grad_z.dtype](
             n,
             n_layers,
             b,
-            None,
-            row_cs[0].data_ptr(),
-            row_cs[1].data_ptr(),
+            theta.data_ptr(),
+            offsets.data_ptr(),
             shared_cs.data_ptr(),
             phase_cs.data_ptr(),
-            final.data_ptr(),
+            None if final is None else final.data_ptr(),
             grad_z.data_ptr(),
-            grad_rows.data_ptr(),
+            grad_theta.data_ptr(),
+            grad_offsets.data_ptr(),
             grad_shared.data_ptr(),
             grad_phase.data_ptr(),
             threads,
         )
-        return grad_rows, grad_shared, grad_phase
+        return grad_theta, grad_offsets, grad_shared, grad_phase
 
 
 def load() -> Kernel | None:

@@ -114,18 +114,20 @@ def _compiled(n: int, device: torch.device) -> _kernel.Kernel | None:
 def _kernel_expvals(kernel: _kernel.Kernel, plan: _Plan, c: Tensor, w: Tensor) -> Tensor:
     """<Z_i> ``(B, n)`` of rows ``c`` ``(B, n)`` by the compiled kernel, differentiable (adjoint backward).
 
-    The kernel's program is uniform over layers: per-row RY angles ``theta_rows`` ``(L, B, n)`` (layer 0:
-    ``c`` itself, on |0...0>; layer l > 0: ``c + w[l-1, 3]``, the second trainable RY fused with the next
-    data RY), shared RY angles ``theta_shared`` ``(L+1, n)`` and ring phases ``phi`` ``(L, 2, 2^n)``; the
-    small maps from (c, w) to these are left to autograd.
+    The kernel's program is uniform over layers: per-row RY angles ``c + offsets[l]`` (``offsets`` ``(L,
+    n)``: layer 0 zeros, ``c`` itself on |0...0>; layer l > 0 ``w[l-1, 3]``, the second trainable RY fused
+    with the next data RY), shared RY angles ``theta_shared`` ``(L+1, n)`` and ring phases ``phi`` ``(L, 2,
+    2^n)``; the kernel takes the rows' sines and cosines itself, and the small maps from w to these
+    tables are left to autograd.
     """
     w_rows, theta_shared, phi = _weight_terms(plan, w)
-    theta_rows = torch.cat([c.unsqueeze(0), c.unsqueeze(0) + w_rows])  # (L, B, n)
+    offsets = torch.cat([w_rows.new_zeros(1, w_rows.shape[-1]), w_rows.squeeze(1)])  # (L, n)
+    c = c.contiguous()
     if torch.is_grad_enabled() and (c.requires_grad or w.requires_grad):
-        return _KernelFunction.apply(theta_rows, theta_shared, phi, kernel)
+        return _KernelFunction.apply(c, offsets, theta_shared, phi, kernel)
     z = c.new_empty(c.shape)
     shared, phases = _shared_table(theta_shared), _phase_table(phi)
-    kernel.forward(z, shared, phases, row_cs=_half_cos_sin(theta_rows), threads=torch.get_num_threads())
+    kernel.forward(z, shared, phases, theta=c, offsets=offsets.contiguous(), threads=torch.get_num_threads())
     return z
 
 
@@ -146,30 +148,29 @@ def _phase_table(phi: Tensor) -> Tensor:
 
 
 class _KernelFunction(torch.autograd.Function):
-    """``(theta_rows, theta_shared, phi, kernel) -> z`` by the compiled kernel; the backward pass is its
-    adjoint pass, from the final state (the only per-row tensor kept besides the angles)."""
+    """``(c, offsets, theta_shared, phi, kernel) -> z`` by the compiled kernel, row b's angles in layer l
+    being ``c[b] + offsets[l]``. The backward pass is the kernel's adjoint pass, which recomputes each row's
+    final state itself: autograd keeps the input angles ``c`` ``(B, n)`` and the weights' small tables,
+    nothing of size 2^n per row."""
 
     @staticmethod
-    def forward(ctx, theta_rows, theta_shared, phi, kernel):
-        _, b, n = theta_rows.shape
-        theta_rows = theta_rows.contiguous()
+    def forward(ctx, c, offsets, theta_shared, phi, kernel):
+        offsets = offsets.contiguous()
         shared, phases = _shared_table(theta_shared), _phase_table(phi)
-        z = theta_rows.new_empty(b, n)
-        final = theta_rows.new_empty(b, 2, 2**n)
-        row_cs = _half_cos_sin(theta_rows)
-        kernel.forward(z, shared, phases, row_cs=row_cs, final=final, threads=torch.get_num_threads())
-        ctx.save_for_backward(theta_rows, shared, phases, final)
+        z = c.new_empty(c.shape)
+        kernel.forward(z, shared, phases, theta=c, offsets=offsets, threads=torch.get_num_threads())
+        ctx.save_for_backward(c, offsets, shared, phases)
         ctx.kernel = kernel
         return z
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # first derivatives only: a clear error on double backward
     def backward(ctx, grad_z):
-        theta_rows, shared, phases, final = ctx.saved_tensors
-        grad_rows, grad_shared, grad_phase = ctx.kernel.backward(
-            _half_cos_sin(theta_rows), shared, phases, final, grad_z.contiguous(), torch.get_num_threads()
+        c, offsets, shared, phases = ctx.saved_tensors
+        grad_c, grad_offsets, grad_shared, grad_phase = ctx.kernel.backward(
+            c, offsets, shared, phases, grad_z.contiguous(), torch.get_num_threads()
         )
-        return grad_rows, grad_shared, grad_phase.view(theta_rows.shape[0], 2, -1), None
+        return grad_c, grad_offsets, grad_shared, grad_phase.view(offsets.shape[0], 2, -1), None
 
 
 class _Plan:

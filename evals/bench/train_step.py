@@ -6,6 +6,12 @@ fresh Python process so that its peak memory is its own: on CPU the peak residen
 the peaks of the whole process (base model included, as a user sees it); ``increment_ratio`` compares
 only what training adds on top of the loaded model (activations, adapter, optimiser state).
 
+A single pair of processes scatters by about +-0.1 in the ratio on a 2-core machine (the speed of the
+machine drifts between them), so ``--repeats N`` runs N pairs, alternating which method goes first
+(LoRA, QTHA, then QTHA, LoRA, ...: a steady drift cancels), and reports the median over the pairs of
+each pair's ratio (``ratio``, with ``ratio_min`` and ``ratio_max``), of the memory ratios
+(``memory_ratio``, ``memory_ratio_min``, ``memory_ratio_max``) and of the step times.
+
 The circuit's share: after the timed steps the QTHA worker runs one more step under ``torch.profiler``
 and sums the wall time of the simulator's autograd function, forward and backward, over all adapted
 modules (``circuit_s``, ``circuit_share`` of that step's time); and it reads off the autograd graph what
@@ -76,7 +82,8 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-    circuit = _circuit_share(model, ids, opt) if args.method == "qtha" and args.variant != "AB" else {}
+    profiled = args.method == "qtha" and args.variant != "AB" and args.profile
+    circuit = _circuit_share(model, ids, opt) if profiled else {}
     out = {
         "method": args.method,
         "step_s": statistics.median(times),
@@ -129,7 +136,8 @@ def _circuit_saved_bytes(root: Any) -> int:
     return total
 
 
-def _spawn(method: str, args: argparse.Namespace) -> dict[str, Any]:
+def _spawn(method: str, args: argparse.Namespace, *, profile: bool = False) -> dict[str, Any]:
+    """One worker process for ``method``; ``profile``: it also measures the circuits' share (QTHA)."""
     cmd = [
         sys.executable,
         "-m",
@@ -153,6 +161,7 @@ def _spawn(method: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.batch),
         "--seq",
         str(args.seq),
+        *(["--profile"] if profile else []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -165,11 +174,17 @@ def run(
     r: int = 8,
     layers: int | None = None,
     variant: str = "ABC",
-    steps: int = 5,
+    steps: int = 3,
     warmup: int = 1,
     batch: int = 4,
     seq: int = 256,
+    repeats: int = 4,
 ) -> dict[str, Any]:
+    """Median step time and peak memory of QTHA and LoRA over ``repeats`` pairs of worker processes.
+
+    The circuits' share is measured in the first pair's QTHA worker only (one profiled step after its
+    timed ones; profiling every worker would add a step to each and tell nothing new).
+    """
     # checked here, before two worker processes load the model and fail in their own words
     check_bounds(
         "train-step",
@@ -180,6 +195,7 @@ def run(
             "--warmup": (warmup, 0),
             "--batch": (batch, 1),
             "--seq": (seq, 2),
+            "--repeats": (repeats, 1),
         },
     )
     args = argparse.Namespace(
@@ -192,8 +208,19 @@ def run(
         batch=batch,
         seq=seq,
     )
-    lora = _spawn("lora", args)
-    qtha = _spawn("qtha", args)
+    pairs = []
+    for i in range(repeats):
+        order = ("lora", "qtha") if i % 2 == 0 else ("qtha", "lora")
+        pair = {m: _spawn(m, args, profile=(m == "qtha" and i == 0)) for m in order}
+        pairs.append(pair)
+    ratios = [p["qtha"]["step_s"] / p["lora"]["step_s"] for p in pairs]
+    memory = [p["qtha"]["peak_mb"] / p["lora"]["peak_mb"] for p in pairs]
+    increments = [p["qtha"]["increment_mb"] / max(p["lora"]["increment_mb"], 1e-9) for p in pairs]
+    qtha, lora = pairs[0]["qtha"], pairs[0]["lora"]
+
+    def median(method: str, key: str) -> float:
+        return statistics.median(p[method][key] for p in pairs)
+
     return {
         "model": model,
         "r": r,
@@ -201,16 +228,24 @@ def run(
         "variant": variant,
         "batch": batch,
         "seq": seq,
+        "steps": steps,
+        "repeats": repeats,
         "device": qtha["device"],
-        "step_s_qtha": qtha["step_s"],
-        "step_s_lora": lora["step_s"],
-        "ratio": qtha["step_s"] / lora["step_s"],
-        "peak_mb_qtha": qtha["peak_mb"],
-        "peak_mb_lora": lora["peak_mb"],
-        "memory_ratio": qtha["peak_mb"] / lora["peak_mb"],
-        "increment_mb_qtha": qtha["increment_mb"],
-        "increment_mb_lora": lora["increment_mb"],
-        "increment_ratio": qtha["increment_mb"] / max(lora["increment_mb"], 1e-9),
+        "step_s_qtha": median("qtha", "step_s"),
+        "step_s_lora": median("lora", "step_s"),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratios": ratios,
+        "peak_mb_qtha": median("qtha", "peak_mb"),
+        "peak_mb_lora": median("lora", "peak_mb"),
+        "memory_ratio": statistics.median(memory),
+        "memory_ratio_min": min(memory),
+        "memory_ratio_max": max(memory),
+        "memory_ratios": memory,
+        "increment_mb_qtha": median("qtha", "increment_mb"),
+        "increment_mb_lora": median("lora", "increment_mb"),
+        "increment_ratio": statistics.median(increments),
         "trainable_qtha": qtha["trainable"],
         "trainable_lora": lora["trainable"],
         **_circuit_figures(qtha),
@@ -235,14 +270,30 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--r", type=int, default=8, help="rank = qubits (default 8)")
     p.add_argument("--layers", type=int, default=None, help="circuit layers (default r)")
     p.add_argument("--variant", default="ABC", choices=["ABC", "AB", "BC"])
-    p.add_argument("--steps", type=int, default=5, help="timed steps (median reported; default 5)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per process (median; default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps (default 1)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=256)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=4,
+        help="pairs of QTHA and LoRA processes, alternating which goes first; medians reported (default 4)",
+    )
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    result = run(args.model, args.r, args.layers, args.variant, args.steps, args.warmup, args.batch, args.seq)
+    result = run(
+        args.model,
+        args.r,
+        args.layers,
+        args.variant,
+        args.steps,
+        args.warmup,
+        args.batch,
+        args.seq,
+        args.repeats,
+    )
     if args.json:
         print(json.dumps(result))
     else:
@@ -256,7 +307,10 @@ def _cmd(args: argparse.Namespace) -> int:
             f"  LoRA  {result['step_s_lora']:.3f} s/step  peak {result['peak_mb_lora']:.0f} MB  (+{result['increment_mb_lora']:.0f} MB)  {result['trainable_lora']:,} params"
         )
         print(
-            f"  ratio {result['ratio']:.2f}   memory_ratio {result['memory_ratio']:.2f}   increment_ratio {result['increment_ratio']:.2f}"
+            f"  medians over {result['repeats']} pairs of processes ({result['steps']} timed steps each): "
+            f"ratio {result['ratio']:.2f} ({result['ratio_min']:.2f}-{result['ratio_max']:.2f})   "
+            f"memory_ratio {result['memory_ratio']:.2f} ({result['memory_ratio_min']:.2f}-{result['memory_ratio_max']:.2f})   "
+            f"increment_ratio {result['increment_ratio']:.2f}"
         )
         if "circuit_s" in result:
             print(
@@ -277,6 +331,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--method", default="qtha")
+    parser.add_argument("--profile", action="store_true", help="also measure the circuits' share")
     _add_args(parser)
     ns = parser.parse_args()
     print(json.dumps(_worker(ns)))

@@ -29,9 +29,15 @@ def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_di
     from evals.bench import train_step
 
     result = train_step.run(
-        str(tiny_chat_model_dir), r=2, layers=1, variant="BC", steps=1, warmup=0, batch=1, seq=16
+        str(tiny_chat_model_dir), r=2, layers=1, variant="BC", steps=1, warmup=0, batch=1, seq=16, repeats=3
     )
     assert result["step_s_qtha"] > 0 and result["step_s_lora"] > 0 and result["ratio"] > 0
+    # three pairs of processes: the figures are the medians of the pairs' ratios, with their range
+    assert result["repeats"] == 3 and len(result["ratios"]) == len(result["memory_ratios"]) == 3
+    assert result["ratio_min"] <= result["ratio"] <= result["ratio_max"]
+    assert result["ratio"] == sorted(result["ratios"])[1]
+    assert result["memory_ratio"] == sorted(result["memory_ratios"])[1]
+    assert result["memory_ratio_min"] <= result["memory_ratio"] <= result["memory_ratio_max"]
     # trainable parameters by hand, for q_proj (64 -> 64) and v_proj (64 -> 32, two KV heads of 16) of
     # both decoder layers. LoRA r = 2: r (d_in + d_out) = 2 x 128 + 2 x 96 per layer.
     assert result["trainable_lora"] == 2 * (2 * (64 + 64) + 2 * (64 + 32)) == 896
@@ -87,6 +93,7 @@ def test_circuit_flops_counts_the_kernels_arithmetic():
         ("train-step", ["--r", "1"], "expected --r >= 2; got 1"),
         ("train-step", ["--warmup", "-1"], "expected --warmup >= 0; got -1"),
         ("train-step", ["--seq", "1"], "expected --seq >= 2; got 1"),
+        ("train-step", ["--repeats", "0"], "expected --repeats >= 1; got 0"),
         ("simulator", ["--qubits", "1"], "expected --qubits >= 2; got 1"),
         ("simulator", ["--layers", "0"], "expected --layers >= 1; got 0"),
         ("simulator", ["--rows", "0"], "expected --rows >= 1; got 0"),

@@ -179,7 +179,8 @@ def test_no_grad_and_inference_mode_give_the_same_values(execution):
 
 
 def test_memory_saved_for_backward_is_flat_in_depth(execution):
-    """Autograd keeps the final state and small angle tables, never a state per layer."""
+    """Autograd keeps small angle tables, never a state per layer: the torch simulator keeps the final
+    state, the kernel (which recomputes it in its backward pass) not even that."""
     n, batch = 6, 64
 
     def saved_bytes(n_layers: int) -> int:
@@ -198,8 +199,11 @@ def test_memory_saved_for_backward_is_flat_in_depth(execution):
 
     one_state = batch * 2**n * 8  # complex64
     shallow, deep = saved_bytes(1), saved_bytes(8)
-    assert shallow >= one_state  # the final state is kept
-    assert deep - shallow < one_state  # 7 more layers add only angle tables (L x B x n), no states
+    if execution == "torch":
+        assert shallow >= one_state  # the final state is kept
+    else:
+        assert deep < one_state / 2  # the input angles (B x n) and the weights' tables, no state at all
+    assert deep - shallow < one_state  # 7 more layers add only angle tables, no states
 
 
 def test_pennylane_sampling_with_shots_is_close_to_exact():
@@ -399,6 +403,30 @@ def test_kernel_equals_torch_simulator(monkeypatch, n, n_layers, batch, threads)
                     assert (frozen(rows) - plain[0][: rows.shape[0]]).abs().max() < tol
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("n", "n_layers", "batch"), [(2, 3, 5), (3, 2, 4), (5, 3, 9), (8, 4, 33)])
+def test_kernel_backward_recomputing_the_final_state_equals_reading_it(n, n_layers, batch, threads):
+    """The adjoint pass that recomputes each row's final state (what training runs) gives the gradients
+    of the one that reads the states the forward pass wrote, bit for bit."""
+    kernel = kernel_module.load()
+    if kernel is None:
+        pytest.skip("no C++ compiler here: the kernel cannot be built")
+    for dtype in (torch.float64, torch.float32):
+        theta = _random((batch, n), dtype, seed=n)
+        w = _random((n_layers, 4, n), dtype, seed=n_layers, scale=2 * math.pi)
+        w_rows, theta_shared, phi = simulator._weight_terms(simulator._plan(n, theta.device), w)
+        offsets = torch.cat([w_rows.new_zeros(1, n), w_rows.squeeze(1)]).contiguous()
+        shared, phases = simulator._shared_table(theta_shared), simulator._phase_table(phi)
+        z, final = theta.new_empty(batch, n), theta.new_empty(batch, 2, 2**n)
+        kernel.forward(z, shared, phases, theta=theta, offsets=offsets, final=final, threads=threads)
+        grad_z = _random((batch, n), dtype, seed=7)
+        recomputed = kernel.backward(theta, offsets, shared, phases, grad_z, threads)
+        read = kernel.backward(theta, offsets, shared, phases, grad_z, threads, final=final)
+        for a, b in zip(recomputed, read, strict=True):
+            assert torch.equal(a, b)
+        assert recomputed[0].abs().max() > 0 and recomputed[2].abs().max() > 0  # real gradients
 
 
 def test_without_a_compiler_the_torch_simulator_runs(monkeypatch, tmp_path):
