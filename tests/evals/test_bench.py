@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import quantum_adapters._kernel as kernel_module
 from evals.bench.simulator import circuit_flops
 from evals.cli import main as eval_main
 
@@ -44,10 +45,14 @@ def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_di
     # QTHA BC, r = 2, one circuit layer: W_A d_in x r, W_B r x d_out, CW and QW r x r, circuit 1 x 4 x r.
     assert result["trainable_qtha"] == 2 * ((64 * 2 + 2 * 64 + 8 + 8) + (64 * 2 + 2 * 32 + 8 + 8)) == 960
     assert result["peak_mb_qtha"] > 0
-    # the circuits' share of the step: time inside them, and the final states they keep (1 x 16 rows)
+    # the circuits' share of the step: time inside them, and what they keep for backward (1 x 16 rows):
+    # the kernel recomputes the final states in its backward pass, so it keeps less than they would take;
+    # the torch simulator keeps them
     assert 0 < result["circuit_s"] and 0 < result["circuit_share"] < 1
     n_modules = 2 * 2  # q_proj and v_proj of the tiny model's two decoder layers
-    assert result["circuit_saved_mb"] * 2**20 >= n_modules * 16 * 2 * 2**2 * 4  # (rows, 2, 2^r) float32
+    final_states = n_modules * 16 * 2 * 2**2 * 4  # (rows, 2, 2^r) float32
+    saved = result["circuit_saved_mb"] * 2**20
+    assert 0 < saved < final_states if kernel_module.load() is not None else saved >= final_states
     assert 0 < result["circuit_saved_share"] < 1
 
 
