@@ -4,22 +4,31 @@ One scheduler thread owns the model. Requests are submitted to a queue; each ste
 
 1. drops cancelled requests (the ``cancel`` event: a client that went away leaves at the next step);
 2. admits waiting requests while the batch has rows and memory for them, and prefills them together
-   (left-padded, one forward per underlying model), sampling each one's first token;
+   (left-padded, one forward per underlying model), sampling each one's first token. An idle scheduler
+   first waits a few milliseconds while requests keep arriving (``gather_s``), so clients that come
+   together are prefilled in one forward instead of one alone and the rest a step later. A prompt that
+   begins like one prefilled before (the chat template's system turn, say) reuses that prompt's keys and
+   values for the shared part (``prefix_tokens``: exact, since a causal model's cache of a prefix depends
+   on the prefix alone) and feeds only the rest;
 3. merges their KV caches into the running batch of their model (the shorter side is left-padded);
 4. runs one decode forward for all running rows of each model: the last sampled token of every row,
    a left-padded 2D attention mask, per-row position ids, and ``adapter_names`` (one per row,
    ``"__base__"`` for the base model), so rows with different adapters share the pass (PEFT's mixed
-   batches; :meth:`quantum_adapters.layer.QTHALinear._mixed_batch_forward` for QTHA);
+   batches; :meth:`quantum_adapters.layer.QTHALinear._mixed_batch_forward` for QTHA). A batch whose
+   rows all use the model's active adapter runs the plain forward instead (the same maths, without
+   PEFT's per-call hooks, which walk every module: a few ms a step);
 5. samples every row with its own logits processors (penalties, temperature, top-p) and its own
-   ``torch.Generator`` (so a seeded request gives the same tokens alone or in any batch), checks stop
-   strings, EOS and max tokens, puts text deltas on the request's output queue, and evicts finished
-   rows; the columns of left padding no remaining row needs are dropped.
+   ``torch.Generator`` (so a seeded request gives the same tokens alone or in any batch; plain greedy
+   rows take theirs from one argmax over the batch), checks stop strings, EOS and max tokens, puts
+   text deltas on the request's output queue, and evicts finished rows; the columns of left padding no
+   remaining row needs are dropped.
 
 KV layout, per model: transformers' ``DynamicCache`` with keys/values (B, H_kv, W, D) per layer, rows
 right-aligned: row i holds its ``n_i`` real tokens in the last ``n_i`` columns and ``mask[i]`` marks them.
 After trimming, ``W = max_i n_i``, so the cache holds ``rows x W`` token slots: ``max_batch_tokens``
 bounds ``rows x max_i(prompt_i + max_tokens_i)``, which ``W`` never exceeds. A request too large for
-the budget still runs, alone, once the batch is empty.
+the budget still runs, alone, once the batch is empty. The prefix store holds at most ``prefix_tokens``
+tokens' keys and values per scheduler (least recently used out first), besides that budget.
 
 Why not transformers' own continuous batching (``generate_batch``, paged attention)? On this CPU it
 decoded 8 prompts x 32 tokens at 15 tok/s in total, while one left-padded ``generate`` call on the same
@@ -42,6 +51,8 @@ from .sampling import SamplingParams
 __all__ = ["BASE_ROW", "Request", "Scheduler"]
 
 BASE_ROW = "__base__"  # PEFT's adapter name for rows that run the base model
+QUIET_S = 0.004  # gathering arrivals ends once no request has come for this long
+MIN_PREFIX = 8  # shorter shared prefixes are fed again (their reuse saves less than it costs)
 
 
 @dataclass
@@ -121,14 +132,23 @@ class Scheduler:
         device: torch.device,
         max_rows: int = 8,
         max_batch_tokens: int = 16_384,
+        gather_s: float = 0.02,
+        prefix_tokens: int = 2048,
     ) -> None:
         if max_rows < 1:
             raise ValueError(f"Scheduler.max_rows: expected >= 1; got {max_rows!r}")
         if max_batch_tokens < 1:
             raise ValueError(f"Scheduler.max_batch_tokens: expected >= 1; got {max_batch_tokens!r}")
+        if gather_s < 0 or prefix_tokens < 0:
+            raise ValueError(
+                f"Scheduler: expected gather_s >= 0 and prefix_tokens >= 0; got {gather_s!r}, {prefix_tokens!r}"
+            )
         self.route, self.tokenizer, self.eos_ids = route, tokenizer, eos_ids
         self.lock, self.device = lock, device
         self.max_rows, self.max_batch_tokens = max_rows, max_batch_tokens
+        self.gather_s = gather_s  # longest wait of an idle scheduler for requests arriving together
+        self.prefix_tokens = prefix_tokens  # bound on the prefix store (0: no reuse)
+        self._prefixes: list[_Prefix] = []  # least recently used first
         self._waiting: list[Request] = []
         self._admitted: list[Request] = []  # taken from _waiting for the step being run
         self._batches: dict[int, _Batch] = {}  # id(model) -> its running batch
@@ -137,6 +157,8 @@ class Scheduler:
         self._closed = False
         self.steps = 0  # decode steps run (tests read it to see requests share steps)
         self.max_rows_seen = 0  # largest decode batch so far
+        self.prefills = 0  # prefill forwards run
+        self.reused_tokens = 0  # prompt tokens taken from the prefix store instead of fed
 
     # ---- public -----------------------------------------------------------------------------------
     def submit(self, req: Request) -> Request:
@@ -161,6 +183,11 @@ class Scheduler:
         """Requests submitted and not finished: waiting, being prefilled, or running."""
         return len(self._waiting) + len(self._admitted) + self.running
 
+    def forget_prefixes(self) -> None:
+        """Empty the prefix store (call when what a forward computes changes: circuit execution options)."""
+        with self.lock:
+            self._prefixes.clear()
+
     def close(self) -> None:
         """Stop the loop after the current step; running and waiting requests end 'cancelled'."""
         with self._cond:
@@ -181,6 +208,8 @@ class Scheduler:
                 if not self._waiting and not self.running:
                     self._thread = None
                     return
+                if not self.running:
+                    self._gather()
                 admitted = self._admitted = self._admit()
             try:
                 with self.lock, torch.inference_mode():
@@ -205,6 +234,19 @@ class Scheduler:
                 self._final(row)
         self._batches.clear()
 
+    def _gather(self) -> None:
+        """Nothing is decoding, so waiting costs no running row a step: wait (``_cond`` held) while
+        requests keep arriving, up to ``gather_s`` in all, for them to share one prefill."""
+        deadline = time.monotonic() + self.gather_s
+        while len(self._waiting) < self.max_rows and not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            count = len(self._waiting)
+            self._cond.wait(min(left, QUIET_S))  # submit() notifies
+            if len(self._waiting) == count:
+                return  # quiet: nobody else is coming
+
     def _admit(self) -> list[Request]:
         """Waiting requests that fit (first come, first served; called with ``_cond`` held)."""
         for req in [r for r in self._waiting if r.cancelled()]:
@@ -228,7 +270,14 @@ class Scheduler:
     # ---- prefill ----------------------------------------------------------------------------------
     def _prefill(self, admitted: list[Request]) -> None:
         """Prefill the admitted requests (one left-padded forward per model), sample each one's first
-        token, and merge the rows that go on into their model's running batch."""
+        token, and merge the rows that go on into their model's running batch.
+
+        Row i reuses ``c_i`` cached tokens of its prompt (:meth:`_lookup`) and feeds the other ``f_i``.
+        The forward's cache then holds, per row, ``[pad | c_i cached]`` in ``C = max c`` columns, and the
+        fed part is ``[pad | f_i]`` in ``F = max f`` columns; positions count real tokens only, so the
+        gap between the two is masked like any padding. Afterwards each row's ``n_i = c_i + f_i`` tokens
+        are moved right-aligned into ``max n`` columns (the batch's layout) and its prompt's keys and
+        values go into the store."""
         groups: dict[int, list[_Row]] = {}
         for req in admitted:
             model, name = self.route(req.adapter)
@@ -238,25 +287,94 @@ class Scheduler:
             from transformers.cache_utils import DynamicLayer
 
             model = rows[0].model
-            width = max(len(r.req.ids) for r in rows)
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor(
-                [[pad] * (width - len(r.req.ids)) + r.req.ids for r in rows], device=self.device
-            )
-            mask = torch.tensor(
-                [[False] * (width - len(r.req.ids)) + [True] * len(r.req.ids) for r in rows],
-                device=self.device,
-            )  # (B, W)
-            positions = (mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, W)
             cache = DynamicCache(config=model.config)
             if any(type(layer) is not DynamicLayer for layer in cache.layers):
                 raise ValueError(
                     f"continuous batching needs full-attention layers; {type(model.config).__name__} "
                     "has sliding-window or other cache layers"
                 )
+            hits = [self._lookup(model, r) for r in rows]
+            cached = [0 if h is None else h[0] for h in hits]
+            fed = [r.req.ids[c:] for r, c in zip(rows, cached, strict=True)]
+            width_c, width_f = max(cached), max(len(f) for f in fed)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([[pad] * (width_f - len(f)) + f for f in fed], device=self.device)  # (B, F)
+            mask = torch.tensor(
+                [
+                    [False] * (width_c - c) + [True] * c + [False] * (width_f - len(f)) + [True] * len(f)
+                    for c, f in zip(cached, fed, strict=True)
+                ],
+                device=self.device,
+            )  # (B, C + F)
+            positions = (mask.long().cumsum(-1) - 1).clamp_min(0)[:, width_c:]  # (B, F)
+            if width_c:
+                self._seed_cache(cache, hits, width_c)
+                self.reused_tokens += sum(cached)
             logits = self._forward(rows, ids, mask, positions, cache)  # (B, V)
+            self.prefills += 1
+            if width_c:
+                mask = _right_align(cache, mask)
+            self._store(model, rows, cache)
             self._sample(rows, logits)
             self._merge(model, rows, cache, mask)
+
+    # ---- the prefix store -------------------------------------------------------------------------
+    def _lookup(self, model: Any, row: _Row) -> tuple[int, _Prefix] | None:
+        """The longest prefix of the row's prompt held in the store for its model and adapter: (its
+        length, the entry); None when shorter than ``MIN_PREFIX``. At least one prompt token is always
+        left to feed (it gives the logits of the first generated token)."""
+        ids, best = row.req.ids, None
+        limit = len(ids) - 1
+        for entry in self._prefixes:
+            if entry.key != (id(model), row.name):
+                continue
+            n = _common_prefix(entry.ids, ids, limit)
+            if n >= MIN_PREFIX and (best is None or n > best[0]):
+                best = (n, entry)
+        if best is not None:  # most recently used last
+            self._prefixes.remove(best[1])
+            self._prefixes.append(best[1])
+        return best
+
+    def _seed_cache(self, cache: Any, hits: list[tuple[int, _Prefix] | None], width: int) -> None:
+        """Fill the prefill's cache with each row's cached prefix, right-aligned in ``width`` columns
+        (rows without one: zeros, masked)."""
+        like = next(h[1].kv for h in hits if h is not None)
+        for i, layer in enumerate(cache.layers):
+            parts: list[list[torch.Tensor]] = [[], []]
+            for hit in hits:
+                for j in (0, 1):
+                    ref = like[i][j]  # (1, H, n, D)
+                    t = ref[..., :0, :] if hit is None else hit[1].kv[i][j][..., : hit[0], :]
+                    parts[j].append(_left_pad(t, width))
+            keys, values = torch.cat(parts[0]), torch.cat(parts[1])  # (B, H, C, D)
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+
+    def _store(self, model: Any, rows: list[_Row], cache: Any) -> None:
+        """Keep each row's prompt keys and values (the last ``len(prompt)`` columns of its cache row) for
+        later prompts that begin the same way; drop the least recently used past ``prefix_tokens``."""
+        if not self.prefix_tokens:
+            return
+        for b, row in enumerate(rows):
+            ids, key = row.req.ids, (id(model), row.name)
+            if len(ids) <= MIN_PREFIX or len(ids) > self.prefix_tokens:
+                continue
+            same = [e for e in self._prefixes if e.key == key]
+            if any(len(e.ids) >= len(ids) and e.ids[: len(ids)] == ids for e in same):
+                continue  # a stored prompt already begins with all of this one
+            for e in same:  # a stored prompt this one extends is no longer needed
+                if e.ids == ids[: len(e.ids)]:
+                    self._prefixes.remove(e)
+            n = len(ids)
+            kv = [
+                (layer.keys[b : b + 1, :, -n:].clone(), layer.values[b : b + 1, :, -n:].clone())
+                for layer in cache.layers
+            ]
+            self._prefixes.append(_Prefix(key, list(ids), kv))
+        total = sum(len(e.ids) for e in self._prefixes)
+        while total > self.prefix_tokens:
+            total -= len(self._prefixes.pop(0).ids)
 
     def _new_row(self, req: Request, model: Any, name: str | None) -> _Row:
         processors = req.params.logits_processors(len(req.ids))
@@ -282,9 +400,12 @@ class Scheduler:
     def _forward(self, rows: list[_Row], ids, mask, positions, cache) -> torch.Tensor:
         """Logits of each row's last position, float32 (B, V); ``cache`` grows by ``ids.shape[1]``."""
         kwargs: dict[str, Any] = {}
-        if hasattr(rows[0].model, "peft_config"):  # a PeftModel: PEFT routes each row to its adapter
-            kwargs["adapter_names"] = [r.name for r in rows]
-        out = rows[0].model(
+        model = rows[0].model
+        if hasattr(model, "peft_config"):  # a PeftModel: PEFT routes each row to its adapter
+            names = {r.name for r in rows}
+            if not (len(names) == 1 and model.active_adapter in names):  # else: what it runs anyway
+                kwargs["adapter_names"] = [r.name for r in rows]
+        out = model(
             input_ids=ids,
             attention_mask=mask.long(),
             position_ids=positions,
@@ -296,13 +417,18 @@ class Scheduler:
         return out.logits[:, -1, :].float()
 
     def _sample(self, rows: list[_Row], logits: torch.Tensor) -> None:
-        """Pick each row's next token with its own processors and generator; emit text; mark finished."""
+        """Pick each row's next token with its own processors and generator; emit text; mark finished.
+        Rows without processors or generator (plain greedy) take theirs from one argmax over the batch."""
+        plain = [r.generator is None and not r.processors for r in rows]
+        greedy = logits.argmax(-1).tolist() if any(plain) else []  # (B,)
         for i, row in enumerate(rows):
             scores = logits[i : i + 1]  # (1, V)
             if row.processors:
                 seen = torch.tensor([row.req.ids + row.tokens], device=self.device)  # (1, T)
                 scores = row.processors(seen, scores)
-            if row.generator is None:
+            if plain[i]:
+                token = greedy[i]
+            elif row.generator is None:
                 token = int(scores.argmax(-1))
             else:
                 probs = torch.softmax(scores, dim=-1)
@@ -403,6 +529,39 @@ class Scheduler:
         for row in leaving:  # results go out once the rows have left (a caller may count rows next)
             row.finish = reason or row.finish
             self._final(row)
+
+
+@dataclass
+class _Prefix:
+    """A prefilled prompt's keys and values, for prompts that begin the same way."""
+
+    key: tuple[int, str]  # (id(model), adapter name inside it): the cache depends on both
+    ids: list[int]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (1, H_kv, len(ids), D)
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """Length of the common prefix of ``a`` and ``b``, at most ``limit``."""
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _right_align(cache: Any, mask: torch.Tensor) -> torch.Tensor:
+    """Move every row's real columns (``mask`` (B, W) True) to the right end of ``max_i n_i`` columns,
+    in the cache's layers (B, H, W, D) in place; returns the new mask (B, max n). Pad slots get a copy
+    of some column of the row, masked."""
+    counts = mask.sum(-1)  # (B,)
+    width = int(counts.max())
+    # stable order of columns: padding first, then the real ones in order; keep the last ``width``
+    order = torch.sort(mask.long(), dim=-1, stable=True).indices[:, -width:]  # (B, width)
+    for layer in cache.layers:
+        b, h, _, d = layer.keys.shape
+        index = order[:, None, :, None].expand(b, h, width, d)
+        layer.keys, layer.values = layer.keys.gather(2, index), layer.values.gather(2, index)
+    return torch.arange(width, device=mask.device)[None, :] >= (width - counts)[:, None]
 
 
 def _left_pad(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:

@@ -224,6 +224,7 @@ class Engine:
                     if isinstance(module, QuantumCircuitLayer):
                         module.configure(**options)
                         count += 1
+            self.scheduler.forget_prefixes()  # cached prompts were computed with the old options
         return count
 
     # ---- prompts --------------------------------------------------------------------------------

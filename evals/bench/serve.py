@@ -15,10 +15,17 @@ server runs one generation at a time, as on CPU).
 
 ``--concurrency 1,4,8,16``: instead, continuous batching. For each level c, c requests (the prompts in
 turn, exactly ``--tokens`` greedy tokens each) are submitted at once to the engine's scheduler, the path
-every API request takes; reported per level: aggregate tokens/s (all tokens / wall time), p50/p95 time
-to first token, p50/p95 time per output token (after the first), and the speed-up over the first level
-(medians over ``--rounds``). ``--mixed`` also runs every level with the rows spread over two adapters
-and the base model, interleaved with the single-adapter runs, and reports mixed / single per level.
+every API request takes. Each request is a different user: its message begins ``(user N)``, N counting
+every request of the run, so the scheduler's prefix store can reuse only what distinct users' prompts
+share (the chat template's system turn; ``reused_prompt_share`` says how much), never a whole repeated
+prompt; reported per level: aggregate tokens/s (all tokens / wall time), p50/p95 time
+to first token, p50/p95 time per output token (after the first) (medians over ``--rounds``), and the
+speed-up over the first level: the median over rounds of each round's own ratio, with its range
+(``speedup_range``). A round runs every level once, in reversed order every other round, so the runs
+a ratio compares are seconds apart and drift of the machine's speed cancels instead of deciding the
+figure. ``--mixed`` also runs every level with the rows spread over two adapters and the base model,
+each right beside the single-adapter run of its level, and reports mixed / single per level the same
+way (median of per-round ratios, ``mixed_vs_single_range``).
 One stream through ``model.generate`` (the engine's path before batching) is timed in the same rounds
 as the single-stream reference.
 
@@ -29,6 +36,7 @@ folder: speed does not depend on the weights' values.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import socket
 import statistics
@@ -184,7 +192,8 @@ def _concurrent(service: Any, model: str, clients: int, tokens: int) -> dict[str
 
 
 def _timed_request(engine: Any, prompt: str, adapter: str, tokens: int, start: float) -> dict[str, float]:
-    """One request through the scheduler, exactly ``tokens`` tokens: its TTFT, TPOT and token count."""
+    """One request through the scheduler, exactly ``tokens`` tokens: its TTFT, TPOT, token count and
+    prompt length."""
     from serving.batching import Request
     from serving.sampling import SamplingParams
 
@@ -200,17 +209,21 @@ def _timed_request(engine: Any, prompt: str, adapter: str, tokens: int, start: f
             first = now
         if isinstance(item, dict):
             n = item["completion_tokens"]
-            return {"ttft": first - start, "tpot": (now - first) / max(1, n - 1), "tokens": n}
+            tpot = (now - first) / max(1, n - 1)
+            return {"ttft": first - start, "tpot": tpot, "tokens": n, "prompt": len(ids)}
 
 
-def _level(engine: Any, adapters: list[str], clients: int, tokens: int) -> dict[str, float]:
-    """``clients`` requests submitted at once (row i uses ``adapters[i % len(adapters)]``)."""
+def _level(
+    engine: Any, adapters: list[str], clients: int, tokens: int, users: Iterator[int]
+) -> dict[str, float]:
+    """``clients`` requests submitted at once (row i uses ``adapters[i % len(adapters)]``), each from
+    the next of ``users``. Returns tokens/s, TTFT/TPOT percentiles and ``prompt_tokens`` (all rows)."""
     results: list[dict[str, float]] = [{}] * clients
+    prompts = [f"(user {next(users)}) {PROMPTS[i % len(PROMPTS)]}" for i in range(clients)]
     start = time.perf_counter()
 
     def client(i: int) -> None:
-        prompt, adapter = PROMPTS[i % len(PROMPTS)], adapters[i % len(adapters)]
-        results[i] = _timed_request(engine, prompt, adapter, tokens, start)
+        results[i] = _timed_request(engine, prompts[i], adapters[i % len(adapters)], tokens, start)
 
     workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for w in workers:
@@ -220,7 +233,11 @@ def _level(engine: Any, adapters: list[str], clients: int, tokens: int) -> dict[
     wall = time.perf_counter() - start
     if any(r.get("tokens") != tokens for r in results):
         raise RuntimeError(f"bench serve: a request decoded {[r.get('tokens') for r in results]} tokens")
-    return {"tok_s": clients * tokens / wall, **_percentiles(results)}
+    return {
+        "tok_s": clients * tokens / wall,
+        **_percentiles(results),
+        "prompt_tokens": sum(r["prompt"] for r in results),
+    }
 
 
 def _percentiles(results: list[dict[str, float]]) -> dict[str, float]:
@@ -252,32 +269,40 @@ def run_concurrency(
             adapters["adapter2"] = path
         engine = Engine(model, adapters, max_batch=max(levels))
         modes = {"single": ["adapter"], **({"mixed": ["adapter", "adapter2", BASE]} if mixed else {})}
+        users = itertools.count()
         for names in modes.values():  # warm-up: caches, allocator pools, a batched step
-            _level(engine, names, 2, 4)
+            _level(engine, names, 2, 4, users)
         _decode_s(engine, "adapter", PROMPTS[0], 4)
         runs: dict[str, dict[int, list[dict[str, float]]]] = {m: {c: [] for c in levels} for m in modes}
         generate_s: list[float] = []
+        reused0 = engine.scheduler.reused_tokens
         for k in tqdm(range(rounds), desc="concurrency rounds", leave=False):
             n, seconds = _decode_s(engine, "adapter", PROMPTS[k % len(PROMPTS)], tokens)
             generate_s.append(seconds / n)
-            for c in levels:
+            for c in levels if k % 2 == 0 else levels[::-1]:
                 for mode in modes if (k + c) % 2 == 0 else list(modes)[::-1]:
-                    runs[mode][c].append(_level(engine, modes[mode], c, tokens))
+                    runs[mode][c].append(_level(engine, modes[mode], c, tokens, users))
+        reused = engine.scheduler.reused_tokens - reused0
         circuit = engine.adapters["adapter"].manifest.get("circuit", {})
     table = {
         mode: [
             {
                 "clients": c,
-                **{key: statistics.median(x[key] for x in runs[mode][c]) for key in runs[mode][c][0]},
+                **{
+                    key: statistics.median(x[key] for x in runs[mode][c])
+                    for key in runs[mode][c][0]
+                    if key != "prompt_tokens"
+                },
             }
             for c in levels
         ]
         for mode in modes
     }
     single = {row["clients"]: row for row in table["single"]}
+    reference = [x["tok_s"] for x in runs["single"][levels[0]]]  # per round
     for mode in table:
         for row in table[mode]:
-            row["speedup"] = row["tok_s"] / single[levels[0]]["tok_s"]
+            row["speedup"], row["speedup_range"] = _paired(runs[mode][row["clients"]], reference)
     out: dict[str, Any] = {
         "model": model,
         "tokens": tokens,
@@ -285,15 +310,23 @@ def run_concurrency(
         "qubits": circuit.get("n_qubits"),
         "layers": circuit.get("n_layers"),
         "generate_single_tok_s": 1.0 / statistics.median(generate_s),
+        "reused_prompt_share": reused
+        / sum(x["prompt_tokens"] for by_level in runs.values() for xs in by_level.values() for x in xs),
         "concurrency": table,
     }
     if 1 in single:
         out["engine_single_vs_generate"] = single[1]["tok_s"] * statistics.median(generate_s)
     if mixed:
-        out["mixed_vs_single"] = {
-            row["clients"]: row["tok_s"] / single[row["clients"]]["tok_s"] for row in table["mixed"]
-        }
+        paired = {c: _paired(runs["mixed"][c], [x["tok_s"] for x in runs["single"][c]]) for c in levels}
+        out["mixed_vs_single"] = {c: ratio for c, (ratio, _) in paired.items()}
+        out["mixed_vs_single_range"] = {c: spread for c, (_, spread) in paired.items()}
     return out
+
+
+def _paired(runs: list[dict[str, float]], reference: list[float]) -> tuple[float, list[float]]:
+    """Median and [min, max] over rounds of ``tok_s`` of each round's run / that round's reference."""
+    ratios = [x["tok_s"] / ref for x, ref in zip(runs, reference, strict=True)]
+    return statistics.median(ratios), [min(ratios), max(ratios)]
 
 
 def run(
@@ -379,16 +412,25 @@ def _cmd_concurrency(args: argparse.Namespace) -> int:
         return 0
     print(
         f"continuous batching, {result['model']}, {result['tokens']} greedy tokens per request, "
-        f"median of {result['rounds']} rounds ({result['qubits']} qubits, {result['layers']} layers)"
+        f"median of {result['rounds']} rounds ({result['qubits']} qubits, {result['layers']} layers); "
+        "speed-ups: median of per-round ratios [range]"
     )
-    print(f"  one stream through model.generate: {result['generate_single_tok_s']:.1f} tok/s")
+    print(
+        f"  one stream through model.generate: {result['generate_single_tok_s']:.1f} tok/s; "
+        f"prompt tokens reused from the prefix store: {result['reused_prompt_share']:.0%}"
+    )
     for mode, rows in result["concurrency"].items():
         for row in rows:
+            c = row["clients"]
             extra = (
-                f"   mixed/single {result['mixed_vs_single'][row['clients']]:.2f}" if mode == "mixed" else ""
+                f"   mixed/single {result['mixed_vs_single'][c]:.2f} "
+                f"[{result['mixed_vs_single_range'][c][0]:.2f}-{result['mixed_vs_single_range'][c][1]:.2f}]"
+                if mode == "mixed"
+                else ""
             )
+            low, high = row["speedup_range"]
             print(
-                f"  {mode:6s} {row['clients']:3d} clients: {row['tok_s']:6.1f} tok/s (x{row['speedup']:.2f})  "
+                f"  {mode:6s} {c:3d} clients: {row['tok_s']:6.1f} tok/s (x{row['speedup']:.2f} [{low:.2f}-{high:.2f}])  "
                 f"TTFT p50/p95 {row['ttft_p50_s'] * 1000:.0f}/{row['ttft_p95_s'] * 1000:.0f} ms  "
                 f"TPOT p50/p95 {row['tpot_p50_s'] * 1000:.0f}/{row['tpot_p95_s'] * 1000:.0f} ms{extra}"
             )

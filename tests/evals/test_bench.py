@@ -127,7 +127,7 @@ def test_bench_serve_concurrency_reports_every_level(tiny_chat_model_dir, capsys
         "--tokens",
         "3",
     ]
-    assert eval_main([*args, "--rounds", "1", "--concurrency", "1,3", "--mixed", "--json"]) == 0
+    assert eval_main([*args, "--rounds", "2", "--concurrency", "1,3", "--mixed", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for mode in ("single", "mixed"):
         rows = result["concurrency"][mode]
@@ -135,7 +135,22 @@ def test_bench_serve_concurrency_reports_every_level(tiny_chat_model_dir, capsys
         for row in rows:
             assert row["tok_s"] > 0 and 0 < row["ttft_p50_s"] <= row["ttft_p95_s"]
             assert 0 < row["tpot_p50_s"] <= row["tpot_p95_s"]
-    assert result["concurrency"]["single"][0]["speedup"] == 1.0
-    assert set(result["mixed_vs_single"]) == {"1", "3"} and result["generate_single_tok_s"] > 0
+            low, high = row["speedup_range"]
+            assert low <= row["speedup"] <= high
+    single = result["concurrency"]["single"][0]
+    assert single["speedup"] == 1.0 and single["speedup_range"] == [1.0, 1.0]
+    assert set(result["mixed_vs_single"]) == set(result["mixed_vs_single_range"]) == {"1", "3"}
+    assert result["generate_single_tok_s"] > 0
+    assert 0 < result["reused_prompt_share"] < 1  # the system turn, never a whole prompt
+    assert eval_main([*args, "--rounds", "1", "--concurrency", "2"]) == 0
+    assert "x1.00 [1.00-1.00]" in capsys.readouterr().out
     assert eval_main([*args, "--concurrency", "4,x"]) != 0
     assert "expected --concurrency as integers >= 1 separated by commas; got '4,x'" in capsys.readouterr().err
+
+
+def test_bench_serve_speedups_are_medians_of_per_round_ratios():
+    """Each round's run against the same round's reference (seconds apart), not medians against medians:
+    here the rounds ran at 10 and 30 tok/s against references of 5 and 10."""
+    from evals.bench.serve import _paired
+
+    assert _paired([{"tok_s": 10.0}, {"tok_s": 30.0}], [5.0, 10.0]) == (2.5, [2.0, 3.0])

@@ -265,3 +265,99 @@ def test_rows_and_token_budget_bound_the_batch(tiny_chat_model_dir):
 def test_bad_scheduler_bounds_are_refused(tiny_chat_model_dir):
     with pytest.raises(ValueError, match="max_rows: expected >= 1; got 0"):
         Engine(str(tiny_chat_model_dir), max_batch=0)
+
+
+def test_a_prompt_sharing_a_prefilled_prefix_reuses_it_and_gets_the_same_logits(engine, monkeypatch):
+    """The prefix store: a prompt that begins like one prefilled before (the chat template's system
+    turn) feeds only the rest, in a batch with a row that has no stored prefix, and every step's
+    logits still equal one uncached forward of the row's tokens."""
+    from serving.batching import _common_prefix
+
+    engine.scheduler.forget_prefixes()
+    engine.generate(**_call(PROMPTS[0], "counseling", max_tokens=2))  # stores its prompt
+    seen: dict[int, tuple] = {}
+    sample = engine.scheduler._sample
+
+    def record(rows, logits):
+        for i, row in enumerate(rows):
+            seen.setdefault(id(row.req), (row, []))[1].append(logits[i].clone())
+        sample(rows, logits)
+
+    monkeypatch.setattr(engine.scheduler, "_sample", record)
+    reused = engine.scheduler.reused_tokens
+    calls = [_call(PROMPTS[1], "counseling", max_tokens=5), _call(PROMPTS[2], "math", max_tokens=4, **VARIED)]
+    _together(engine, calls)
+    a, b = (engine.prompt_ids(p, "counseling") for p in PROMPTS[:2])
+    shared = _common_prefix(a, b, len(b) - 1)
+    assert shared >= 8
+    assert engine.scheduler.reused_tokens - reused == shared  # counseling reused; math had nothing stored
+    assert len(seen) == 2
+    for row, logits in seen.values():
+        fed = row.req.ids + row.tokens[:-1]
+        with engine._use(row.req.adapter) as model, torch.inference_mode():
+            full = model(input_ids=torch.tensor([fed])).logits[0, len(row.req.ids) - 1 :].float()
+        torch.testing.assert_close(torch.stack(logits), full, atol=2e-5, rtol=1e-4)
+
+
+def test_reused_prefixes_give_the_same_replies_as_feeding_every_token(tiny_chat_model_dir, tiny_artifacts):
+    fresh = Engine(str(tiny_chat_model_dir), dict(tiny_artifacts))
+    fresh.scheduler.prefix_tokens = 0  # no store: every prompt token is fed
+    calls = [_call(p, a, max_tokens=8, **VARIED) for p in PROMPTS for a in ("math", BASE)]
+    expected = [fresh.generate(**c).text for c in calls]
+    assert fresh.scheduler.reused_tokens == 0
+    engine = Engine(str(tiny_chat_model_dir), dict(tiny_artifacts))
+    engine.scheduler.prefix_tokens = 120
+    first = [engine.generate(**c).text for c in calls]
+    again = [g.text for g in _together(engine, calls)]
+    assert first == again == expected
+    assert engine.scheduler.reused_tokens > 0
+    assert sum(len(e.ids) for e in engine.scheduler._prefixes) <= 120  # the store stays in its bound
+    assert engine.set_circuit_execution(shots=None) > 0 and not engine.scheduler._prefixes
+
+
+def test_requests_arriving_together_share_one_prefill(tiny_chat_model_dir, monkeypatch):
+    """An idle scheduler waits for requests that keep arriving (here: until the batch is full) and
+    prefills them in one forward."""
+    from serving import batching
+
+    monkeypatch.setattr(batching, "QUIET_S", 60.0)  # only a full batch ends the wait in this test
+    small = Engine(str(tiny_chat_model_dir), max_batch=3)
+    small.scheduler.gather_s = 60.0
+    params = SamplingParams(max_tokens=3)
+    reqs = [
+        small.scheduler.submit(batching.Request(small.prompt_ids(p, BASE), BASE, params)) for p in PROMPTS[:3]
+    ]
+    finals = []
+    for r in reqs:
+        while not isinstance(item := r.out.get(timeout=120), dict):
+            pass
+        finals.append(item)
+    assert small.scheduler.prefills == 1 and small.scheduler.max_rows_seen == 3
+    assert [f["completion_tokens"] for f in finals] == [3, 3, 3]
+
+
+def test_a_batch_on_the_active_adapter_runs_the_plain_forward_with_the_same_result(engine, monkeypatch):
+    """Rows that all use the model's active adapter skip PEFT's adapter_names hooks; the replies equal
+    those of the same rows routed through adapter_names."""
+    from quantum_adapters.layer import QTHALinear
+
+    model = engine.adapters["math"].model
+    calls = [_call(p, "math", max_tokens=8, **VARIED) for p in PROMPTS[:3]]
+    mixed_calls = []
+    mixed = QTHALinear._mixed_batch_forward
+
+    def spy(self, *args, **kwargs):
+        mixed_calls.append(1)
+        return mixed(self, *args, **kwargs)
+
+    monkeypatch.setattr(QTHALinear, "_mixed_batch_forward", spy)
+    with engine._lock:
+        model.set_adapter("counseling")
+    routed = [g.text for g in _together(engine, calls)]
+    assert mixed_calls  # math is not the active adapter: the rows went through adapter_names
+    mixed_calls.clear()
+    with engine._lock:
+        model.set_adapter("math")
+    plain = [g.text for g in _together(engine, calls)]
+    assert not mixed_calls
+    assert plain == routed
