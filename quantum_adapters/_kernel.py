@@ -164,9 +164,67 @@ struct Kernel {
     for (int p = 0; p < w; ++p) out[n - 1 - p] += hsum(acc[p] * sgn[p]);
   }
 
-  inline void phase_grads(const V* pr, const V* pi, const V* lr, const V* li, T* out) const {
+  // Undo RY(theta_j) on every wire of psi = (pr, pi) and lambda = (lr, li), adding dL/dtheta_j to out[j]:
+  // ry_grads then ry_layer(.., -1) on the four planes, in one pass that shares their loads and the lane
+  // shuffles. Wire j's gradient is read before its own RY is undone; the RYs on the other wires, undone
+  // before or after, leave it unchanged (they commute with Y_j and act on psi and lambda alike).
+  inline void ry_undo(V* __restrict pr, V* __restrict pi, V* __restrict lr, V* __restrict li, const T* c,
+                      const T* s, T* out) const {
+    for (int j = 0; j < n - w; ++j) {
+      const T cj = c[j], sj = s[j];
+      V acc = {};
+      row_pairs(j, [&](int lo, int hi) {
+        const V a0 = pr[lo], a1 = pr[hi], b0 = pi[lo], b1 = pi[hi];
+        const V l0 = lr[lo], l1 = lr[hi], m0 = li[lo], m1 = li[hi];
+        acc += l1 * a0 + m1 * b0 - l0 * a1 - m0 * b1;
+        pr[lo] = cj * a0 + sj * a1;
+        pr[hi] = cj * a1 - sj * a0;
+        pi[lo] = cj * b0 + sj * b1;
+        pi[hi] = cj * b1 - sj * b0;
+        lr[lo] = cj * l0 + sj * l1;
+        lr[hi] = cj * l1 - sj * l0;
+        li[lo] = cj * m0 + sj * m1;
+        li[hi] = cj * m1 - sj * m0;
+      });
+      out[j] += hsum(acc);
+    }
+    V ss[8];
+    T cc[8];
+    for (int p = 0; p < w; ++p) { const int j = n - 1 - p; cc[p] = c[j]; ss[p] = (-s[j]) * sgn[p]; }
+    V acc[8] = {};
+    for (int r = 0; r < R; ++r) {
+      V a = pr[r], b = pi[r], la = lr[r], lb = li[r];
+      for (int p = 0; p < w; ++p) {
+        const V sa = __builtin_shuffle(a, swap[p]), sb = __builtin_shuffle(b, swap[p]);
+        acc[p] += la * sa + lb * sb;
+        a = cc[p] * a + ss[p] * sa;
+        b = cc[p] * b + ss[p] * sb;
+        la = cc[p] * la + ss[p] * __builtin_shuffle(la, swap[p]);
+        lb = cc[p] * lb + ss[p] * __builtin_shuffle(lb, swap[p]);
+      }
+      pr[r] = a;
+      pi[r] = b;
+      lr[r] = la;
+      li[r] = lb;
+    }
+    for (int p = 0; p < w; ++p) out[n - 1 - p] += hsum(acc[p] * sgn[p]);
+  }
+
+  // Undo ring phase k on psi and lambda, adding dL/dphi to out (2^n): -2 Im(conj(lambda) psi), then
+  // phase(.., -1) on both, in one pass.
+  inline void phase_undo(V* __restrict pr, V* __restrict pi, V* __restrict lr, V* __restrict li, int k,
+                         T* out) const {
+    const V* pc = phase_c + (size_t)k * R;
+    const V* ps = phase_s + (size_t)k * R;
     V* g = reinterpret_cast<V*>(out);
-    for (int r = 0; r < R; ++r) g[r] -= T(2) * (lr[r] * pi[r] - li[r] * pr[r]);
+    for (int r = 0; r < R; ++r) {
+      const V a = pr[r], b = pi[r], la = lr[r], lb = li[r], cv = pc[r], sv = ps[r];
+      g[r] -= T(2) * (la * b - lb * a);
+      pr[r] = a * cv + b * sv;
+      pi[r] = b * cv - a * sv;
+      lr[r] = la * cv + lb * sv;
+      li[r] = lb * cv - la * sv;
+    }
   }
 
   inline void readout(const V* re, const V* im, T* z) const {
@@ -341,37 +399,23 @@ void backward(int n, int L, int64_t B, const T* theta, const T* offsets, const T
       }
       for (int r = 0; r < R; ++r) { li[r] = lr[r] * pi[r]; lr[r] = lr[r] * pr[r]; }
       const T* sh = shared_cs + L * 2 * n;
-      k.ry_grads(pr, pi, lr, li, my_shared + L * n);
-      k.ry_layer(pr, sh, sh + n, T(-1));
-      k.ry_layer(pi, sh, sh + n, T(-1));
-      k.ry_layer(lr, sh, sh + n, T(-1));
-      k.ry_layer(li, sh, sh + n, T(-1));
+      k.ry_undo(pr, pi, lr, li, sh, sh + n, my_shared + L * n);
       T* gt = grad_theta + b * n;
       for (int j = 0; j < n; ++j) gt[j] = 0;
       for (int l = L - 1; l >= 0; --l) {
-        k.phase_grads(pr, pi, lr, li, my_phase + (size_t)(2 * l + 1) * D);
-        k.phase(pr, pi, 2 * l + 1, T(-1));
-        k.phase(lr, li, 2 * l + 1, T(-1));
+        k.phase_undo(pr, pi, lr, li, 2 * l + 1, my_phase + (size_t)(2 * l + 1) * D);
         sh = shared_cs + l * 2 * n;
-        k.ry_grads(pr, pi, lr, li, my_shared + l * n);
-        k.ry_layer(pr, sh, sh + n, T(-1));
-        k.ry_layer(pi, sh, sh + n, T(-1));
-        k.ry_layer(lr, sh, sh + n, T(-1));
-        k.ry_layer(li, sh, sh + n, T(-1));
-        k.phase_grads(pr, pi, lr, li, my_phase + (size_t)(2 * l) * D);
-        k.phase(pr, pi, 2 * l, T(-1));
-        k.phase(lr, li, 2 * l, T(-1));
+        k.ry_undo(pr, pi, lr, li, sh, sh + n, my_shared + l * n);
+        k.phase_undo(pr, pi, lr, li, 2 * l, my_phase + (size_t)(2 * l) * D);
         for (int j = 0; j < n; ++j) gr[j] = 0;
-        k.ry_grads(pr, pi, lr, li, gr);
-        for (int j = 0; j < n; ++j) { gt[j] += gr[j]; my_offsets[l * n + j] += gr[j]; }
         if (l > 0) {
           row_angles(theta, offsets, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), l, b, B,
                      n, c, s);
-          k.ry_layer(pr, c, s, T(-1));
-          k.ry_layer(pi, c, s, T(-1));
-          k.ry_layer(lr, c, s, T(-1));
-          k.ry_layer(li, c, s, T(-1));
+          k.ry_undo(pr, pi, lr, li, c, s, gr);
+        } else {
+          k.ry_grads(pr, pi, lr, li, gr);  // layer 0's data RYs act on |0...0>: nothing left to undo
         }
+        for (int j = 0; j < n; ++j) { gt[j] += gr[j]; my_offsets[l * n + j] += gr[j]; }
       }
     }
   }
@@ -422,7 +466,7 @@ void qtha_adapter_rows_f32(int n, int L, int64_t B, int d_in, int d_out, const f
   else if (n == 3) adapter_rows<8>(n, L, B, d_in, d_out, x, ldx, p_t, m_c, m_q, offsets, shared_cs, phase_cs, out, ldo);
   else adapter_rows<4>(n, L, B, d_in, d_out, x, ldx, p_t, m_c, m_q, offsets, shared_cs, phase_cs, out, ldo);
 }
-int qtha_kernel_version() { return 5; }
+int qtha_kernel_version() { return 6; }
 }
 """
 
