@@ -101,14 +101,22 @@ class MPOLinear(nn.Module):
                 self.cores[-1].zero_()
 
     def to_dense(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """The (d_in, d_out) matrix the cores represent, contracted in ``dtype`` (default: the cores')."""
+        """The (d_in, d_out) matrix the cores represent, contracted in ``dtype`` (default: the cores').
+
+        Core by core, one matmul over the bond and one reordering copy each: training rebuilds the
+        matrix on every forward of every adapted module, where an einsum's extra views and their
+        backward nodes cost more than the arithmetic."""
         cores = [c if dtype is None or c.dtype == dtype else c.to(dtype) for c in self.cores]
-        w = cores[0]  # (1, i1, o1, b1)
+        _, i_acc, o_acc, bond = cores[0].shape
+        w = cores[0].reshape(i_acc, o_acc, bond)  # (I, O, b)
         for core in cores[1:]:
-            _, i_acc, o_acc, _ = w.shape
             _, i_k, o_k, b_k = core.shape
-            # (1, I, O, b) x (b, i, o, b') -> (1, I, i, O, o, b') -> (1, I*i, O*o, b')
-            w = torch.einsum("xIOb,bioc->xIiOoc", w, core).reshape(1, i_acc * i_k, o_acc * o_k, b_k)
+            # (I*O, b) @ (b, i*o*b') -> (I, O, i, o, b') -> (I, i, O, o, b') -> (I*i, O*o, b')
+            w = (w.reshape(i_acc * o_acc, bond) @ core.reshape(bond, i_k * o_k * b_k)).view(
+                i_acc, o_acc, i_k, o_k, b_k
+            )
+            w = w.permute(0, 2, 1, 3, 4).reshape(i_acc * i_k, o_acc * o_k, b_k)
+            i_acc, o_acc, bond = i_acc * i_k, o_acc * o_k, b_k
         return w.reshape(self.d_in, self.d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -60,6 +60,29 @@ def test_mpo_matches_explicit_contraction(d_in, d_out, cores, bond):
     assert [tuple(p.shape) for p in mpo.parameters()] == mpo_shapes(d_in, d_out, cores, bond)
 
 
+@pytest.mark.parametrize(("d_in", "d_out", "cores", "bond"), [(12, 8, 3, 4), (24, 6, 4, 2), (5, 5, 1, 8)])
+def test_dense_contraction_equals_the_einsum_chain_with_gradients(d_in, d_out, cores, bond):
+    """to_dense (a matmul and a reordering per core) equals the plain einsum chain over the cores, in
+    value and in the gradients of every core."""
+    torch.manual_seed(1)
+    mpo = MPOLinear(d_in, d_out, cores, bond).double()
+
+    def einsum_chain() -> torch.Tensor:
+        w = mpo.cores[0]
+        for core in mpo.cores[1:]:
+            _, i_acc, o_acc, _ = w.shape
+            _, i_k, o_k, b_k = core.shape
+            w = torch.einsum("xIOb,bioc->xIiOoc", w, core).reshape(1, i_acc * i_k, o_acc * o_k, b_k)
+        return w.reshape(d_in, d_out)
+
+    g = torch.randn(d_in, d_out, dtype=torch.float64)
+    fast = torch.autograd.grad((mpo.to_dense() * g).sum(), mpo.cores)
+    plain = torch.autograd.grad((einsum_chain() * g).sum(), mpo.cores)
+    torch.testing.assert_close(mpo.to_dense(), einsum_chain(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_bonds_are_capped_by_the_rank_a_cut_can_carry():
     shapes = mpo_shapes(6, 4, n_cores=4, bond_dim=8)
     assert shapes[0][0] == 1 and shapes[-1][-1] == 1
