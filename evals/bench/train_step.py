@@ -213,6 +213,14 @@ def run(
         order = ("lora", "qtha") if i % 2 == 0 else ("qtha", "lora")
         pair = {m: _spawn(m, args, profile=(m == "qtha" and i == 0)) for m in order}
         pairs.append(pair)
+        q, lo = pair["qtha"], pair["lora"]
+        print(  # progress on stderr (a run takes minutes); the result is what run returns
+            f"bench train-step: pair {i + 1}/{repeats}: QTHA {q['step_s']:.2f} s, LoRA {lo['step_s']:.2f} s "
+            f"(ratio {q['step_s'] / lo['step_s']:.2f}), peak {q['peak_mb']:.0f} vs {lo['peak_mb']:.0f} MB "
+            f"(memory ratio {q['peak_mb'] / lo['peak_mb']:.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
     ratios = [p["qtha"]["step_s"] / p["lora"]["step_s"] for p in pairs]
     memory = [p["qtha"]["peak_mb"] / p["lora"]["peak_mb"] for p in pairs]
     increments = [p["qtha"]["increment_mb"] / max(p["lora"]["increment_mb"], 1e-9) for p in pairs]
