@@ -316,8 +316,7 @@ def noise_gain(weights: Tensor, noise: NoiseModel | str | None, *, rows: int = 5
     Depolarising channels contract the Pauli vector towards the maximally mixed state, so the noisy
     outputs are, roughly, ``gain`` times a smoothed version of the exact ones plus a constant (the readout
     error's offset). With the reference's ``depolarizing`` model at r = 4, L = 4 the gain is a few per
-    cent. Noise-aware training uses it to rescale what follows the circuit (``qtha-train
-    --train-noise-rescale``). ``noise=None`` gives 1.0.
+    cent (docs/quantum-devices.md, "Does noise-aware training help?"). ``noise=None`` gives 1.0.
 
     Args:
         weights: ``(L, 4, n)`` trained angles.

@@ -80,13 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the circuits through a noise model: depolarizing, or p1=P,p2=P,readout=E (exact density matrix)",
     )
     a(
-        "--train-noise-rescale",
-        dest="train_noise_rescale",
-        action="store_true",
-        default=None,
-        help="with --train-noise: divide each QW by its circuit's gain under the noise and raise its lr to match",
-    )
-    a(
         "--circuit-device",
         dest="circuit_device",
         help="run the circuits on this PennyLane device while training (parameter-shift gradients)",

@@ -109,11 +109,6 @@ class TrainConfig:
     """Train the circuits through this noise model (a name such as 'depolarizing' or a spec
     'p1=P,p2=P,readout=E', as ``qtha-eval robustness --noise``): the exact density matrix with gradients
     (quantum_adapters.noise.density_expvals). None: the exact noise-free simulator."""
-    train_noise_rescale: bool = False
-    """With train_noise: divide each adapter's QW (the map after the circuit) by the circuit's gain under
-    the noise (quantum_adapters.noise.noise_gain, a few per cent for 'depolarizing') and multiply its
-    learning rate by the same factor, so that the quantum path starts and moves as in exact training
-    (equivalent to training ``QW * gain`` at the plain learning rate)."""
     circuit_device: str | None = None
     """Run the circuits on this PennyLane device while training (gradients by the parameter-shift rule,
     through a DeviceRunner with a result cache in OUT/device-cache.sqlite). None: the built-in simulator."""
@@ -157,8 +152,6 @@ class TrainConfig:
 
     def _check_circuit_execution(self) -> None:
         """--train-noise / --circuit-device / --shots / --max-circuits, before any work."""
-        if self.train_noise_rescale and self.train_noise is None:
-            raise TrainError("--train-noise-rescale applies to --train-noise only; add --train-noise NAME")
         if self.train_noise is None and self.circuit_device is None:
             if self.shots is not None or self.max_circuits is not None:
                 raise TrainError(
@@ -505,7 +498,6 @@ def _prepare(cfg: TrainConfig, resume: bool) -> _Run:
     model = get_peft_model(model, _peft_config(cfg))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     runner, n_circuits = _circuit_execution(cfg, model, folder)
-    lr_scales = _rescale_for_noise(model, cfg.train_noise) if cfg.train_noise_rescale else {}
 
     # 3. schedule + optimiser (+ the device budget, confirmed before any step)
     world = accelerator.num_processes
@@ -525,9 +517,7 @@ def _prepare(cfg: TrainConfig, resume: bool) -> _Run:
         )
         _confirm_device_budget(cfg, runner, device_estimate, accelerator.is_main_process)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        _param_groups(cfg, params, lr_scales), lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     start_step = 0
@@ -577,44 +567,6 @@ def _circuit_execution(cfg: TrainConfig, model, folder: Path) -> tuple[Any, int]
     runner = DeviceRunner(cfg.circuit_device, cfg.shots, cache=folder / "device-cache.sqlite", progress=False)
     runner.check(cfg.r)
     return runner, _set_circuits(model, backend="device", runner=runner)
-
-
-def _rescale_for_noise(model, noise: str) -> dict[int, float]:
-    """--train-noise-rescale: divide every adapter's QW by its circuit's gain under ``noise`` (measured
-    on the initial circuit weights, :func:`quantum_adapters.noise.noise_gain`); returns the learning-rate
-    factor ``1 / gain`` for each rescaled weight, by ``id``.
-
-    With QW = V / gain, Adam's steps on V at the plain learning rate are steps of QW at ``lr / gain``
-    (Adam is invariant to the scale of a gradient), and decoupled weight decay on V at ``wd`` is decay of
-    QW at ``wd * gain`` over ``lr / gain``. The saved adapter holds QW itself, so it runs unchanged under
-    noise. Deterministic in the seeded initial weights, so a resumed run rebuilds the same groups.
-    """
-    from quantum_adapters.layer import QTHALinear
-    from quantum_adapters.noise import noise_gain
-
-    scales: dict[int, float] = {}
-    for module in model.modules():
-        if not isinstance(module, QTHALinear):
-            continue
-        for name, circuit in module.qtha_qnn.items():
-            gain = noise_gain(circuit.weights, noise)
-            weight = module.qtha_qw[name].weight
-            with torch.no_grad():
-                weight.div_(gain)
-            scales[id(weight)] = 1.0 / gain
-    return scales
-
-
-def _param_groups(cfg: TrainConfig, params: list, lr_scales: dict[int, float]) -> list[dict[str, Any]]:
-    """AdamW's parameter groups: one for every parameter without a learning-rate factor, one per
-    rescaled QW (:func:`_rescale_for_noise`), its weight decay adjusted so that it is V's."""
-    plain = [p for p in params if id(p) not in lr_scales]
-    groups: list[dict[str, Any]] = [{"params": plain}] if plain else []
-    for p in params:
-        if id(p) in lr_scales:
-            scale = lr_scales[id(p)]
-            groups.append({"params": [p], "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay / scale})
-    return groups
 
 
 def _confirm_device_budget(cfg: TrainConfig, runner, estimate: dict[str, Any], main: bool) -> None:

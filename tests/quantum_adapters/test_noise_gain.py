@@ -1,5 +1,4 @@
-"""noise_gain: how much of the circuit's input-dependent signal survives a noise model (what
-``qtha-train --train-noise-rescale`` divides QW by)."""
+"""noise_gain: how much of the circuit's input-dependent signal survives a noise model."""
 
 from __future__ import annotations
 
