@@ -27,8 +27,8 @@ figure. ``--mixed`` also runs every level with the rows spread over two adapters
 each right beside the single-adapter run of its level, and reports mixed / single per level the same
 way (median of per-round ratios, ``mixed_vs_single_range``).
 One stream through ``model.generate`` (the engine's path before batching) is timed in the same rounds
-as the single-stream reference, on a thread of its own as the scheduler's decoding is (on a loaded
-machine torch's threads run several times slower from the main thread than from another one).
+as the single-stream reference, from the main thread (timed on a thread of its own that then exits, it made
+the scheduler's later steps 2-4x slower on the loaded machine, measured).
 
 Without ``--artifact`` an untrained QTHA adapter (``--r``, ``--layers``) is frozen into a temporary
 folder: speed does not depend on the weights' values.
@@ -44,18 +44,16 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tqdm import tqdm
 
 from . import add_command, check_bounds
 
 __all__ = ["register", "run"]
-
-T = TypeVar("T")
 
 PROMPTS = [
     "A baker makes 24 muffins and sells 17. How many are left?",
@@ -275,12 +273,12 @@ def run_concurrency(
         users = itertools.count()
         for names in modes.values():  # warm-up: caches, allocator pools, a batched step
             _level(engine, names, 2, 4, users)
-        _on_thread(_decode_s, engine, "adapter", PROMPTS[0], 4)
+        _decode_s(engine, "adapter", PROMPTS[0], 4)
         runs: dict[str, dict[int, list[dict[str, float]]]] = {m: {c: [] for c in levels} for m in modes}
         generate_s: list[float] = []
         reused0 = engine.scheduler.reused_tokens
         for k in tqdm(range(rounds), desc="concurrency rounds", leave=False):
-            n, seconds = _on_thread(_decode_s, engine, "adapter", PROMPTS[k % len(PROMPTS)], tokens)
+            n, seconds = _decode_s(engine, "adapter", PROMPTS[k % len(PROMPTS)], tokens)
             generate_s.append(seconds / n)
             for c in levels if k % 2 == 0 else levels[::-1]:
                 for mode in modes if (k + c) % 2 == 0 else list(modes)[::-1]:
@@ -324,24 +322,6 @@ def run_concurrency(
         out["mixed_vs_single"] = {c: ratio for c, (ratio, _) in paired.items()}
         out["mixed_vs_single_range"] = {c: spread for c, (_, spread) in paired.items()}
     return out
-
-
-def _on_thread(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` run on a new thread (as the scheduler's work is); its result or its exception."""
-    out: list[Any] = []
-
-    def target() -> None:
-        try:
-            out.append(fn(*args))
-        except BaseException as exc:  # re-raised on the calling thread
-            out.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]
 
 
 def _paired(runs: list[dict[str, float]], reference: list[float]) -> tuple[float, list[float]]:
