@@ -83,9 +83,8 @@ def test_a_request_alone_decodes_what_transformers_generate_decodes(engine):
         assert (got.text, got.completion_tokens) == (expected, out.shape[1] - len(ids))
 
 
-def test_batched_logits_equal_a_full_forward_of_each_sequence(engine, monkeypatch):
-    """Cache merges, left padding, per-row positions and mixed adapters checked at the logits: every
-    step's logits of every row equal one uncached forward of that row's tokens with its adapter."""
+def _record_logits(engine, monkeypatch) -> dict[int, tuple]:
+    """Every decoding step's logits of every row, by request: {id(request): (row, [logits, ...])}."""
     seen: dict[int, tuple] = {}
     sample = engine.scheduler._sample
 
@@ -95,6 +94,13 @@ def test_batched_logits_equal_a_full_forward_of_each_sequence(engine, monkeypatc
         sample(rows, logits)
 
     monkeypatch.setattr(engine.scheduler, "_sample", record)
+    return seen
+
+
+def test_batched_logits_equal_a_full_forward_of_each_sequence(engine, monkeypatch):
+    """Cache merges, left padding, per-row positions and mixed adapters checked at the logits: every
+    step's logits of every row equal one uncached forward of that row's tokens with its adapter."""
+    seen = _record_logits(engine, monkeypatch)
     adapters = ["counseling", BASE, "math", "counseling"]
     calls = [_call(p, a, max_tokens=n) for p, a, n in zip(PROMPTS, adapters, [6, 9, 4, 7], strict=True)]
     _together(engine, calls)
@@ -275,15 +281,7 @@ def test_a_prompt_sharing_a_prefilled_prefix_reuses_it_and_gets_the_same_logits(
 
     engine.scheduler.forget_prefixes()
     engine.generate(**_call(PROMPTS[0], "counseling", max_tokens=2))  # stores its prompt
-    seen: dict[int, tuple] = {}
-    sample = engine.scheduler._sample
-
-    def record(rows, logits):
-        for i, row in enumerate(rows):
-            seen.setdefault(id(row.req), (row, []))[1].append(logits[i].clone())
-        sample(rows, logits)
-
-    monkeypatch.setattr(engine.scheduler, "_sample", record)
+    seen = _record_logits(engine, monkeypatch)
     reused = engine.scheduler.reused_tokens
     calls = [_call(PROMPTS[1], "counseling", max_tokens=5), _call(PROMPTS[2], "math", max_tokens=4, **VARIED)]
     _together(engine, calls)
