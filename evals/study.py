@@ -54,6 +54,7 @@ _ACCURACY_KEYS = (
     "arms",
     "lr_from",
     "lrs",
+    "extra_lrs",
     "seeds",
     "data",
     "limit",
@@ -202,6 +203,17 @@ def load_config(path: str, *, check_data: bool = True) -> dict[str, Any]:
                     f"{dwhere}.accuracy.lr_from: expected a protocol of this domain whose best lr each arm "
                     f"uses (or 'lrs'); got {acc.get('lr_from')!r}"
                 )
+            extra = acc.get("extra_lrs") or {}
+            if not isinstance(extra, dict):
+                raise StudyError(
+                    f"{dwhere}.accuracy.extra_lrs: expected a mapping arm -> [lr, ...]; got {extra!r}"
+                )
+            for arm, lrs in extra.items():
+                if arm not in acc["arms"]:
+                    raise StudyError(
+                        f"{dwhere}.accuracy.extra_lrs: {arm!r} is not one of accuracy.arms ({', '.join(acc['arms'])})"
+                    )
+                _positive_lrs(f"{dwhere}.accuracy.extra_lrs.{arm}", lrs)
             _seeds(f"{dwhere}.accuracy.seeds", acc.get("seeds", [0]))
             if check_data:
                 _check_data(f"{dwhere}.accuracy.data", acc["data"])
@@ -343,7 +355,8 @@ def plan(cfg: dict[str, Any], root: Path) -> tuple[list[Run], dict[tuple[str, st
             add(Run(domain, "base", None, None, acc["model"], {}, "base-accuracy"), "accuracy")
             for arm in acc["arms"]:
                 lrs = acc.get("lrs") or [best.get((domain, acc.get("lr_from"), arm))]
-                for lr in lrs:
+                extra = [lr for lr in (acc.get("extra_lrs") or {}).get(arm, []) if lr not in lrs]
+                for lr in [*lrs, *extra]:
                     for seed in acc.get("seeds", [0]):
                         values, needs = _values(cfg, domain, arm, lr or 0.0, seed, acc["model"])
                         if lr is None:
@@ -671,6 +684,7 @@ def run_study(
     if dry_run:
         return {"dry_run": True, "budget": text}
     root.mkdir(parents=True, exist_ok=True)
+    lock = None if report_only else _lock(root)
     reg = Registry(registry)
     try:
         # Sweeps first: the final runs' lr depends on them, so the plan is re-made as they finish.
@@ -700,7 +714,36 @@ def run_study(
         summary = study_report(cfg, root, reg)
     finally:
         reg.close()
+        if lock is not None:
+            lock.close()  # releases the lock
     return summary
+
+
+LOCK = ".study.lock"  # held by the one process that trains a study folder's runs
+
+
+def _lock(root: Path) -> Any:
+    """Take the study folder's lock, or refuse: two processes on one folder would train the same run
+    into the same checkpoints. The lock is the kernel's (flock): a killed process leaves none behind."""
+    import fcntl
+    import os
+
+    handle = open(root / LOCK, "a+")  # held open until the study ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StudyError(
+            f"--out {root}: a study is already running on this folder ({holder}); "
+            "wait for it, or stop it (it resumes where it stopped)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 # --- the report --------------------------------------------------------------------------------------
@@ -827,6 +870,9 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
         for r in members:
             if r.key in entries:
                 by_arm.setdefault(r.arm, []).append(entries[r.key])
+        lr_note: list[str] = []
+        if pname == "accuracy":
+            by_arm, lr_note = _choose_lrs(by_arm)
         payloads = [p for ps in by_arm.values() for p in ps] + ([base] if base else [])
         if not payloads:
             continue
@@ -900,6 +946,7 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
                     + ", ".join(f"{a} {lr:g}" for a, lr in chosen.items()),
                     "",
                 ]
+        md += lr_note
         md += _paired_md(by_arm, keys, pairs, weights)
         md += _dev_curve_md(by_arm)
         curves = {}
@@ -919,6 +966,40 @@ def study_report(cfg: dict[str, Any], root: Path, reg: Any) -> dict[str, Any]:
     summary["markdown"] = "\n".join(md)
     atomic_write_json(root / "study.json", summary, default=str)
     return summary
+
+
+def _run_dev_loss(p: dict) -> float:
+    loss = (p.get("train") or {}).get("dev_loss_last")
+    return loss if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
+
+
+def _choose_lrs(by_arm: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[str]]:
+    """An arm run at several lrs on the accuracy model (``accuracy.extra_lrs``): keep, under the arm's
+    name, the lr whose runs end with the lowest mean dev loss on the *training* data's dev split (never
+    the evaluated items); the others stay in the table as ``arm @ lr``, out of the paired differences."""
+    chosen: dict[str, list[dict]] = {}
+    others: dict[str, list[dict]] = {}
+    notes: list[str] = []
+    for arm, ps in by_arm.items():
+        by_lr: dict[float, list[dict]] = {}
+        for p in ps:
+            by_lr.setdefault(p["lr"], []).append(p)
+        if len(by_lr) == 1:
+            chosen[arm] = ps
+            continue
+        dev = {lr: statistics.fmean(_run_dev_loss(p) for p in group) for lr, group in by_lr.items()}
+        best = min(dev, key=dev.get)
+        chosen[arm] = by_lr[best]
+        for lr, group in by_lr.items():
+            if lr != best:
+                others[f"{arm} @ {lr:g}"] = group
+        notes.append(
+            f"{arm}: lr {best:g} chosen by final dev loss on the training data's dev split ("
+            + ", ".join(f"{lr:g}: {loss:.3f}" for lr, loss in sorted(dev.items()))
+            + ")"
+        )
+    lines = ["Several lrs on this model: " + "; ".join(notes) + ".", ""] if notes else []
+    return {**chosen, **others}, lines
 
 
 def _paired_md(

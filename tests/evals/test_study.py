@@ -124,6 +124,14 @@ def trained_folders(monkeypatch) -> list[str]:
             "unknown arm 'dora'",
         ),
         (lambda c: c.update(methods=[]), "unknown key 'methods'"),
+        (
+            lambda c: c["domains"]["math"]["accuracy"].update(extra_lrs={"qtha": [1e-3]}),
+            "accuracy.extra_lrs: 'qtha' is not one of accuracy.arms",
+        ),
+        (
+            lambda c: c["domains"]["math"]["accuracy"].update(extra_lrs={"lora": [0.0]}),
+            "accuracy.extra_lrs.lora: expected positive",
+        ),
     ],
 )
 def test_bad_config_fails_before_training(
@@ -272,6 +280,52 @@ def test_study_arms_sweep_resume_and_report(
     (out / "runs" / one.folder / MARKER).unlink()
     run_study(path, str(out), progress=False)
     assert trained_folders == [] and (out / "runs" / one.folder / MARKER).is_file()
+
+
+def test_accuracy_extra_lrs_planned_and_chosen_by_dev_loss(tiny_chat_model_dir, tmp_path):
+    """``accuracy.extra_lrs``: the arm also runs at those lrs on the accuracy model; the report keeps,
+    under the arm's name, the lr with the lowest final dev loss and shows the others apart."""
+    cfg = _config(tiny_chat_model_dir)
+    cfg["domains"]["math"]["accuracy"]["extra_lrs"] = {"lora": [1.0e-3]}
+    cfg = load_config(_write(tmp_path, cfg), check_data=False)
+    runs, _ = plan(cfg, tmp_path / "out")
+    accuracy = [r for r in runs if r.stage == "accuracy"]
+    # the tuned sweep's best lr is not known yet (None); the extra lr is runnable at once
+    assert sorted((r.arm, r.lr or 0.0) for r in accuracy) == [("lora", 0.0), ("lora", 1.0e-3)]
+    assert len({r.folder for r in accuracy}) == 2
+
+    def payload(lr: float, dev: float, err: float) -> dict:
+        return {"lr": lr, "seed": 0, "train": {"dev_loss_last": dev}, "sets": {"acc": {"error_rate": err}}}
+
+    diverged, fine, other = payload(5e-3, 2.21, 0.98), payload(5e-4, 0.80, 0.80), payload(5e-3, 0.79, 0.85)
+    by_arm, note = study._choose_lrs({"lora": [diverged, fine], "qtha": [other]})
+    assert by_arm["lora"] == [fine] and by_arm["lora @ 0.005"] == [diverged] and by_arm["qtha"] == [other]
+    assert note[0] == (
+        "Several lrs on this model: lora: lr 0.0005 chosen by final dev loss on the training data's dev "
+        "split (0.0005: 0.800, 0.005: 2.210)."
+    )
+    # a run without a finite dev loss ranks last
+    nan = payload(1e-3, float("nan"), 0.5)
+    assert study._choose_lrs({"lora": [nan, diverged]})[0]["lora"] == [diverged]
+
+
+def test_second_process_on_one_study_folder_is_refused(
+    tiny_chat_model_dir, tmp_path, isolated_env, trained_folders, capsys
+):
+    path = _write(tmp_path, _config(tiny_chat_model_dir))
+    out = tmp_path / "out"
+    out.mkdir()
+    held = study._lock(out)  # as a running study holds it
+    try:
+        assert eval_main(["study", "--config", path, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "a study is already running on this folder (pid " in err and "\n" not in err
+        assert trained_folders == []
+        # the report of a study still running is not refused
+        assert eval_main(["study", "--config", path, "--out", str(out), "--report-only", "--json"]) == 0
+    finally:
+        held.close()
+    study._lock(out).close()  # released: the next process takes it
 
 
 def test_math_fewshot_prompt_and_overlap():
