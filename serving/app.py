@@ -177,6 +177,7 @@ def create_app(settings: Settings, *, service: ChatService, ui: bool = True) -> 
 
 def build_service(model: str, adapters: dict[str, str | Path], settings: Settings) -> ChatService:
     """Load the base model once and every adapter (verified, read-only) and wrap them in a service."""
+    from .batching import on_own_thread
     from .chatlog import ChatLog
     from .embeddings import load_embedder
     from .engine import Engine
@@ -193,4 +194,5 @@ def build_service(model: str, adapters: dict[str, str | Path], settings: Setting
         if settings.chat_log
         else None
     )
-    return ChatService(engine, embedder=load_embedder(), locale=settings.locale, chatlog=chatlog)
+    embedder = on_own_thread(load_embedder)  # torch work off this thread (serving.batching's docstring)
+    return ChatService(engine, embedder=embedder, locale=settings.locale, chatlog=chatlog)

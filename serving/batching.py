@@ -30,6 +30,16 @@ bounds ``rows x max_i(prompt_i + max_tokens_i)``, which ``W`` never exceeds. A r
 the budget still runs, alone, once the batch is empty. The prefix store holds at most ``prefix_tokens``
 tokens' keys and values per scheduler (least recently used out first), besides that budget.
 
+Why one thread does the torch work: PyTorch's CPU kernels run on GNU OpenMP, which keeps a team of
+worker threads for every thread that has run a parallel region, for as long as that thread lives. Once
+those teams hold more threads than there are cores, libgomp's workers stop spinning between regions and
+sleep, and every parallel region pays a wake-up: a decode step's ~200 small matmuls ran 3-4x slower on a
+second thread than on the first (a (1, 576) x (576, 1536) linear: 42 us on the thread that first used
+torch, 175 us on another, on this 2-core machine). So the engine's other torch work (loading models,
+embedding a message for routing, the benchmark's reference decoding) runs on the scheduler's thread too,
+through :meth:`Scheduler.call`, or on a thread of its own that ends with it (:func:`on_own_thread`),
+whose team ends with it.
+
 Why not transformers' own continuous batching (``generate_batch``, paged attention)? On this CPU it
 decoded 8 prompts x 32 tokens at 15 tok/s in total, while one left-padded ``generate`` call on the same
 prompts gave 84 tok/s; this scheduler keeps the padded dense path and adds joining and leaving.
@@ -42,16 +52,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from .sampling import SamplingParams
 
-__all__ = ["BASE_ROW", "Request", "Scheduler"]
+__all__ = ["BASE_ROW", "Request", "Scheduler", "on_own_thread"]
 
 BASE_ROW = "__base__"  # PEFT's adapter name for rows that run the base model
 QUIET_S = 0.004  # gathering arrivals ends once no request has come for this long
+T = TypeVar("T")
 MIN_PREFIX = 8  # shorter shared prefixes are fed again (their reuse saves less than it costs)
 
 
@@ -80,6 +91,38 @@ class Request:
 
     def cancelled(self) -> bool:
         return self.abandoned or (self.cancel is not None and self.cancel.is_set())
+
+
+@dataclass
+class _Job:
+    """A function to run on the scheduler's thread between two steps (:meth:`Scheduler.call`)."""
+
+    fn: Callable[[], Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # handed to the caller, who re-raises it
+            self.error = exc
+        self.done.set()
+
+    def wait(self) -> Any:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def on_own_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` on a new thread that ends when it returns (see the module docstring: the OpenMP team it
+    makes ends with it, so it does not slow the scheduler's steps later); its error is re-raised here."""
+    job = _Job(fn)
+    worker = threading.Thread(target=job.run, name="qtha-torch-once", daemon=True)
+    worker.start()
+    return job.wait()
 
 
 @dataclass
@@ -150,6 +193,7 @@ class Scheduler:
         self.prefix_tokens = prefix_tokens  # bound on the prefix store (0: no reuse)
         self._prefixes: list[_Prefix] = []  # least recently used first
         self._waiting: list[Request] = []
+        self._jobs: list[_Job] = []  # functions to run on this thread between steps (call())
         self._admitted: list[Request] = []  # taken from _waiting for the step being run
         self._batches: dict[int, _Batch] = {}  # id(model) -> its running batch
         self._cond = threading.Condition()
@@ -167,11 +211,30 @@ class Scheduler:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
             self._waiting.append(req)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="qtha-scheduler", daemon=True)
-                self._thread.start()
+            self._start()
             self._cond.notify()
         return req
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on the scheduler's thread between two decode steps and return its result (its
+        error is re-raised here). For torch work outside the batch (see the module docstring); ``fn``
+        must not wait for a request of this scheduler. Called on the scheduler's thread, it runs at once."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        job = _Job(fn)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            self._jobs.append(job)
+            self._start()
+            self._cond.notify()
+        return job.wait()
+
+    def _start(self) -> None:
+        """Start the loop's thread if none runs (``_cond`` held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="qtha-scheduler", daemon=True)
+            self._thread.start()
 
     @property
     def running(self) -> int:
@@ -202,15 +265,21 @@ class Scheduler:
         no thread, and an engine nobody references can be freed."""
         while True:
             with self._cond:
+                jobs, self._jobs = self._jobs, []
                 if self._closed:
                     self._shutdown()
+                    for job in jobs:
+                        job.error = RuntimeError("the scheduler is closed")
+                        job.done.set()
                     return
-                if not self._waiting and not self.running:
+                if not self._waiting and not self.running and not jobs:
                     self._thread = None
                     return
-                if not self.running:
+                if not self.running and not jobs:
                     self._gather()
                 admitted = self._admitted = self._admit()
+            for job in jobs:
+                job.run()
             try:
                 with self.lock, torch.inference_mode():
                     self._prefill(admitted)

@@ -33,7 +33,7 @@ from quantum_adapters.artifact import load_frozen
 from quantum_adapters.layer import QuantumCircuitLayer
 from quantum_adapters.models import ModelSource, load_base_model
 
-from .batching import BASE_ROW, Request, Scheduler
+from .batching import BASE_ROW, Request, Scheduler, on_own_thread
 from .sampling import SamplingParams
 
 __all__ = ["BASE", "Engine", "Generation", "SamplingParams", "TokenLogprob", "TokenScore", "one_choice"]
@@ -107,7 +107,10 @@ class Engine:
         max_batch: int = 8,
         max_batch_tokens: int = 16_384,
     ) -> None:
-        self.base_model, self.tokenizer, self.source = load_base_model(model, dtype=dtype, device=device)
+        # loaded on a thread that ends (serving.batching's docstring: why torch work stays off the caller's)
+        self.base_model, self.tokenizer, self.source = on_own_thread(
+            lambda: load_base_model(model, dtype=dtype, device=device)
+        )
         self.device = torch.device(device)
         self._models: dict[str, Any] = {}  # peft type -> PeftModel
         self.adapters: dict[str, _Adapter] = {}
@@ -136,6 +139,19 @@ class Engine:
 
         manifest = read_manifest(path)
         ptype = str(manifest["adapter"]["method"]).upper()
+        peft_model, manifest = on_own_thread(lambda: self._load(ptype, path, name))
+        training = manifest.get("training", {}) or {}
+        self.adapters[name] = _Adapter(
+            name=name,
+            path=Path(path),
+            manifest=manifest,
+            model=peft_model,
+            system_prompt=training.get("system_prompt"),
+            domain=training.get("domain"),
+        )
+
+    def _load(self, ptype: str, path: str | Path, name: str) -> tuple[Any, dict[str, Any]]:
+        """The PEFT model that now holds the artifact at ``path`` as ``name``, and its manifest."""
         with self._lock:
             if ptype in self._models:
                 peft_model, manifest = load_frozen(
@@ -151,15 +167,7 @@ class Engine:
                 )
                 peft_model, manifest = load_frozen(target, path, adapter_name=name, base=self.source)
                 self._models[ptype] = peft_model
-        training = manifest.get("training", {}) or {}
-        self.adapters[name] = _Adapter(
-            name=name,
-            path=Path(path),
-            manifest=manifest,
-            model=peft_model,
-            system_prompt=training.get("system_prompt"),
-            domain=training.get("domain"),
-        )
+        return peft_model, manifest
 
     @property
     def names(self) -> list[str]:

@@ -71,6 +71,17 @@ class ChatResult:
         return out
 
 
+class _OnSchedulerThread:
+    """An embedder whose ``encode`` runs on the engine's scheduler thread: torch work on a request's
+    thread would slow every later decode step (see :mod:`serving.batching`)."""
+
+    def __init__(self, embedder: Any, engine: Engine) -> None:
+        self.embedder, self.engine = embedder, engine
+
+    def encode(self, *args: Any, **kwargs: Any) -> Any:
+        return self.engine.scheduler.call(lambda: self.embedder.encode(*args, **kwargs))
+
+
 class ChatService:
     """Routing + safety + generation over an :class:`Engine`; thread-safe."""
 
@@ -117,7 +128,8 @@ class ChatService:
             if self._router is None:
                 from .routing import DomainRouter
 
-                self._router = DomainRouter(self._embedder or self.safety_embedder())
+                embedder = _OnSchedulerThread(self._embedder or self.safety_embedder(), self.engine)
+                self._router = DomainRouter(embedder)
             return self._router
 
     def safety_embedder(self):

@@ -92,27 +92,37 @@ def _adapter(model: str, artifact: str | None, r: int, layers: int | None) -> It
     frozen into the scratch folder, which is removed afterwards."""
     if artifact is not None and not Path(artifact).is_dir():
         raise ValueError(f"bench serve: artifact not found: {artifact} is not a directory")
+    from serving.batching import on_own_thread
+
     with tempfile.TemporaryDirectory() as tmp:
-        yield (Path(artifact) if artifact else _fresh_artifact(model, r, layers or r, Path(tmp))), Path(tmp)
+        if artifact is None:  # on a thread that ends, so that this one does no torch work (serving.batching)
+            yield on_own_thread(lambda: _fresh_artifact(model, r, layers or r, Path(tmp))), Path(tmp)
+        else:
+            yield Path(artifact), Path(tmp)
 
 
 def _decode_s(engine: Any, name: str, prompt: str, tokens: int) -> tuple[int, float]:
-    """Greedy decode of exactly ``tokens`` tokens: (tokens generated, seconds)."""
+    """Greedy decode of exactly ``tokens`` tokens with ``model.generate``: (tokens generated, seconds).
+    It runs on the engine's scheduler thread, as the served requests do (serving.batching's docstring:
+    torch on a second thread would slow both)."""
     import torch
 
     ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": prompt}], name)])
-    with engine._use(name) as model, torch.inference_mode():
-        t0 = time.perf_counter()
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=tokens,
-            min_new_tokens=tokens,
-            do_sample=False,
-            pad_token_id=engine.tokenizer.pad_token_id,
-        )
-        seconds = time.perf_counter() - t0
-    return out.shape[1] - ids.shape[1], seconds
+
+    def decode() -> tuple[int, float]:
+        with engine._use(name) as model, torch.inference_mode():
+            t0 = time.perf_counter()
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
+            return out.shape[1] - ids.shape[1], time.perf_counter() - t0
+
+    return engine.scheduler.call(decode)
 
 
 def _decode_rounds(engine: Any, names: list[str], tokens: int, rounds: int) -> list[dict[str, float]]:
@@ -340,6 +350,7 @@ def run(
     rounds: int = 3,
     lora: bool = False,
 ) -> dict[str, Any]:
+    from serving.batching import on_own_thread
     from serving.engine import BASE, Engine
     from serving.service import ChatService
 
@@ -350,7 +361,7 @@ def run(
         adapters = {"adapter": path}
         if lora:  # PEFT LoRA served unmerged (same r, q_proj + v_proj): the classical reference
             # (not named 'lora': PEFT warns that a name inside its 'lora_' prefix may reinitialise weights)
-            adapters["classical"] = _fresh_artifact(model, r, 0, tmp, method="lora")
+            adapters["classical"] = on_own_thread(lambda: _fresh_artifact(model, r, 0, tmp, method="lora"))
         engine = Engine(model, adapters)
         names = [BASE, *adapters]
         for name in names:  # warm-up: first calls build caches and allocator pools

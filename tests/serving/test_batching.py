@@ -359,3 +359,57 @@ def test_a_batch_on_the_active_adapter_runs_the_plain_forward_with_the_same_resu
     plain = [g.text for g in _together(engine, calls)]
     assert not mixed_calls
     assert plain == routed
+
+
+def test_call_runs_torch_work_on_the_scheduler_thread_between_steps(engine):
+    """``Scheduler.call``: the function runs on the scheduler's thread (the one whose OpenMP team the
+    decode steps use), while a request decodes, and its result or error comes back to the caller."""
+    seen: list[str] = []
+
+    def where() -> str:
+        seen.append(threading.current_thread().name)
+        return "done"
+
+    long = threading.Thread(
+        target=engine.generate, kwargs=_call(PROMPTS[1], "math", max_tokens=200, ignore_eos=True)
+    )
+    long.start()
+    while engine.scheduler.running == 0:
+        threading.Event().wait(0.005)
+    assert engine.scheduler.call(where) == "done"
+    assert engine.scheduler.running == 1  # it ran between two steps of the live batch
+    # called from the scheduler's own thread it runs at once (no deadlock)
+    assert engine.scheduler.call(lambda: engine.scheduler.call(where)) == "done"
+    long.join(timeout=120)
+    assert seen == ["qtha-scheduler", "qtha-scheduler"]
+    with pytest.raises(ZeroDivisionError):
+        engine.scheduler.call(lambda: 1 / 0)
+    # an idle scheduler starts its thread for the call, and ends it afterwards
+    assert engine.scheduler.call(where) == "done" and seen[-1] == "qtha-scheduler"
+
+
+def test_on_own_thread_returns_and_raises_from_a_thread_that_ends():
+    from serving.batching import on_own_thread
+
+    names: list[str] = []
+    assert on_own_thread(lambda: names.append(threading.current_thread().name) or 7) == 7
+    assert names == ["qtha-torch-once"]
+    assert not [t for t in threading.enumerate() if t.name == "qtha-torch-once"]
+    with pytest.raises(KeyError, match="x"):
+        on_own_thread(lambda: {}["x"])
+
+
+def test_the_router_embeds_on_the_scheduler_thread(engine):
+    """Routing ``auto`` embeds the message with torch: on the scheduler's thread, not the request's."""
+    from serving.service import ChatService
+
+    class Embedder:  # the real router math over a recording stand-in for the sentence embedder
+        threads: list[str] = []
+
+        def encode(self, texts, **kwargs):
+            Embedder.threads.append(threading.current_thread().name)
+            return torch.nn.functional.normalize(torch.randn(len(texts), 8), dim=-1).numpy()
+
+    service = ChatService(engine, embedder=Embedder())
+    service.choose("auto", [{"role": "user", "content": "What is 17 times 23?"}])
+    assert Embedder.threads and set(Embedder.threads) == {"qtha-scheduler"}
