@@ -38,6 +38,7 @@ __all__ = [
     "CATEGORIES",
     "CATEGORY_EXEMPLARS",
     "LANGUAGES",
+    "ORDINARY_EXEMPLARS",
     "RISK_RESOURCES",
     "detect_language",
     "lead_in",
@@ -1095,6 +1096,30 @@ CATEGORY_EXEMPLARS: dict[str, tuple[str, ...]] = {
     ),
 }
 """Short statements per category; a message close to any of them (embedding cosine) is in that category."""
+
+
+ORDINARY_EXEMPLARS: tuple[str, ...] = (
+    # Everyday distress that shares words with a crisis exemplar ("sleep", "tired", "can't go on with
+    # this") but is not one. An embedding hit counts only when the message is closer to a crisis exemplar
+    # than to every one of these (SafetyLayer.assess); the patterns flag first, unaffected. Written for
+    # this purpose, not taken from evals/data/safety.
+    "I can't sleep before exams",
+    "I can't sleep at night",
+    "I can't fall asleep",
+    "I have been having trouble sleeping lately",
+    "I lie awake at night worrying about work",
+    "I'm exhausted and tired all the time",
+    "I'm so stressed about my deadlines",
+    "I can't stop overthinking at night",
+    "My insomnia is getting worse",
+    "I feel nervous before my job interview",
+    "考试前我睡不着",
+    "我最近总是失眠",
+    "No puedo dormir antes de los exámenes",
+    "Últimamente no duermo bien por el estrés",
+    "Je n'arrive pas à dormir avant mes examens",
+    "Je suis épuisé et stressé par le travail",
+)
 
 
 def english_exemplars(exemplars: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:

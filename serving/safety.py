@@ -43,6 +43,7 @@ from quantum_adapters.domains import is_counseling
 from .risk import (
     CATEGORIES,
     CATEGORY_EXEMPLARS,
+    ORDINARY_EXEMPLARS,
     RISK_RESOURCES,
     detect_language,
     english_exemplars,
@@ -54,6 +55,8 @@ from .risk import (
     support_text,
 )
 from .safety_embedder import is_multilingual
+
+_ORDINARY = "ordinary"  # the exemplar table's key for ordinary distress (not a risk category)
 
 __all__ = [
     "AI_DISCLOSURE",
@@ -355,6 +358,10 @@ class SafetyLayer:
             `DEFAULT_CRISIS_THRESHOLD` for an English one.
         exemplars: per-category exemplars (default `CATEGORY_EXEMPLARS`), or one sequence of suicide
             and self-harm exemplars. An English-only embedder compares with the English ones only.
+        ordinary: everyday-distress exemplars (default `ORDINARY_EXEMPLARS`): a similarity hit counts only
+            when the message is closer to a crisis exemplar than to all of these ("I can't sleep before
+            exams" is near "I wish I could go to sleep and never wake up", nearer to "I can't sleep at
+            night"). Patterns are not affected. ``()`` turns the contrast off.
     """
 
     def __init__(
@@ -363,6 +370,7 @@ class SafetyLayer:
         locale: str = "US",
         threshold: float | None = None,
         exemplars: Mapping[str, Sequence[str]] | Sequence[str] = CATEGORY_EXEMPLARS,
+        ordinary: Sequence[str] = ORDINARY_EXEMPLARS,
     ) -> None:
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise ValueError(f"SafetyLayer.threshold: expected 0 < threshold <= 1; got {threshold!r}")
@@ -376,6 +384,8 @@ class SafetyLayer:
         self.locale = locale
         self._threshold = threshold
         self._exemplar_table = {c: tuple(v) for c, v in table.items() if v}
+        if tuple(ordinary):
+            self._exemplar_table[_ORDINARY] = tuple(ordinary)
         self._exemplars: list[tuple[str, int, str]] | None = None  # (category, index, text) per row
         self._exemplar_emb: np.ndarray | None = None  # (E, D), unit rows
         self._lock = threading.RLock()  # held while loading the embedder inside _exemplar_rows
@@ -420,6 +430,10 @@ class SafetyLayer:
         Sentences (and Chinese clauses) are scored separately because one crisis sentence inside a
         long message is diluted in the message's pooled embedding. `text` should be idiom-masked.
         """
+        return {c: v for c, v in self._similarities(text).items() if c != _ORDINARY}
+
+    def _similarities(self, text: str) -> dict[str, tuple[float, int]]:
+        """`category_similarity` plus the ordinary-distress exemplars' (under ``_ORDINARY``)."""
         rows, emb = self._exemplar_rows()
         pieces = list(dict.fromkeys(p for p in [text[:2000].strip(), *_sentences(text)[:32]] if p))
         if not pieces:
@@ -442,7 +456,8 @@ class SafetyLayer:
             return SafetyAssessment(crisis=False, kind=None, score=0.0, matched=None)
         language = detect_language(text)
         masked = mask_idioms(text)
-        sims = self.category_similarity(masked)
+        sims = self._similarities(masked)
+        ordinary = sims.pop(_ORDINARY, (0.0, -1))[0]
         score = max((s for s, _ in sims.values()), default=0.0)
         hits = match_patterns(masked)
         threshold = self.threshold
@@ -464,7 +479,10 @@ class SafetyLayer:
                 return SafetyAssessment(
                     crisis=False, kind=kind, score=score, matched=f"pattern:{name}", language=language
                 )
-        above = sorted(((s, c, i) for c, (s, i) in sims.items() if s >= threshold), reverse=True)
+        # a similarity hit counts only above the threshold and closer than any ordinary-distress exemplar
+        above = sorted(
+            ((s, c, i) for c, (s, i) in sims.items() if s >= threshold and s > ordinary), reverse=True
+        )
         if above:
             best, category, index = above[0]
             # Categories within RUNNER_UP_MARGIN of the best also get their resources (at most two).

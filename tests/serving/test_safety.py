@@ -531,3 +531,39 @@ def test_service_answers_each_category_without_generating(tiny_chat_model_dir, l
         assert safety["category"] == category and safety["handled"] == "fixed_reply"
         assert text not in json.dumps(result.meta(), ensure_ascii=False)
     assert service.counters.snapshot()["crisis"] == len(cases)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I can't sleep before exams",  # the README's own example request
+        "I cannot sleep at night",
+        "I can't sleep",
+        "No puedo dormir",
+        "我睡不着",
+    ],
+)
+def test_sleep_trouble_is_not_a_crisis(layer, text):
+    """Everyday sleep trouble is close to the exemplar "I wish I could go to sleep and never wake up" but
+    closer to an ordinary-distress exemplar, so it gets a reply, not crisis resources."""
+    a = layer.assess(_user(text))
+    assert not a.crisis and a.kind is None, (text, a)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I keep wishing I could fall asleep forever",
+        "I want to sleep forever",
+        "I don't want to wake up tomorrow",
+    ],
+)
+def test_wishing_not_to_wake_up_stays_a_crisis(layer, text):
+    a = layer.assess(_user(text))
+    assert a.crisis and a.category == "suicide_self_harm", (text, a)
+
+
+def test_without_ordinary_exemplars_sleep_trouble_was_flagged(layer):
+    """The contrast is what decides: the same layer without ordinary-distress exemplars flags it."""
+    bare = SafetyLayer(layer.embedder, locale="US", ordinary=())
+    assert bare.assess(_user("I cannot sleep at night")).crisis
