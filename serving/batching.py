@@ -60,9 +60,10 @@ from .sampling import SamplingParams
 
 __all__ = ["BASE_ROW", "Request", "Scheduler", "on_own_thread"]
 
+T = TypeVar("T")
+
 BASE_ROW = "__base__"  # PEFT's adapter name for rows that run the base model
 QUIET_S = 0.004  # gathering arrivals ends once no request has come for this long
-T = TypeVar("T")
 MIN_PREFIX = 8  # shorter shared prefixes are fed again (their reuse saves less than it costs)
 
 
