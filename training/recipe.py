@@ -33,6 +33,7 @@ from quantum_adapters.artifact import freeze
 from quantum_adapters.config import DEFAULT_TARGET_MODULES
 from quantum_adapters.files import atomic_write_json, staged_dir
 
+from .allocator import keep_freed_memory
 from .metrics import METRICS_FILE, metrics_log, read_metrics, truncate_metrics
 
 __all__ = ["ConfigMismatch", "StepCallback", "StepInfo", "TrainConfig", "TrainError", "train"]
@@ -447,8 +448,11 @@ def train(
 ) -> dict[str, Any]:
     """Run (or resume) a training run; returns the summary printed by ``qtha-train --json``.
 
-    ``callbacks`` are called in order after every optimiser step with its :class:`StepInfo`.
+    ``callbacks`` are called in order after every optimiser step with its :class:`StepInfo`. The
+    process's malloc keeps freed memory from here on (:func:`training.allocator.keep_freed_memory`:
+    no page faults for each step's activations; ``QTHA_KEEP_FREED_MEMORY=0`` turns it off).
     """
+    keep_freed_memory()
     run = _prepare(cfg, resume)
     t0 = time.time()
     step, losses = _loop(run, callbacks, progress, t0)

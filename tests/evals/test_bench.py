@@ -30,14 +30,29 @@ def test_bench_train_step_runs_both_methods_on_the_tiny_model(tiny_chat_model_di
     from evals.bench import train_step
 
     result = train_step.run(
-        str(tiny_chat_model_dir), r=2, layers=1, variant="BC", steps=1, warmup=0, batch=1, seq=16, repeats=3
+        str(tiny_chat_model_dir),
+        r=2,
+        layers=1,
+        variant="BC",
+        steps=1,
+        warmup=0,
+        batch=1,
+        seq=16,
+        repeats=3,
+        pairs=5,
     )
     assert result["step_s_qtha"] > 0 and result["step_s_lora"] > 0 and result["ratio"] > 0
-    # three pairs of processes: the figures are the medians of the pairs' ratios, with their range
-    assert result["repeats"] == 3 and len(result["ratios"]) == len(result["memory_ratios"]) == 3
+    # time: five interleaved pairs of steps in one process, the median of their ratios and its range
+    assert result["pairs"] == 5 and len(result["ratios"]) == 5
     assert result["ratio_min"] <= result["ratio"] <= result["ratio_max"]
-    assert result["ratio"] == sorted(result["ratios"])[1]
+    assert result["ratio"] == sorted(result["ratios"])[2]
+    # memory (and the per-process time ratio): three pairs of processes, medians over the pairs
+    assert result["repeats"] == 3 and len(result["ratios_processes"]) == len(result["memory_ratios"]) == 3
+    assert result["ratio_processes"] == sorted(result["ratios_processes"])[1]
     assert result["memory_ratio"] == sorted(result["memory_ratios"])[1]
+    # the workers set the allocator as qtha-train does, and count the page faults of their timed steps
+    assert result["keep_freed_memory"] is True
+    assert result["minor_faults_per_step_qtha"] >= 0 and result["minor_faults_per_step_lora"] >= 0
     assert result["memory_ratio_min"] <= result["memory_ratio"] <= result["memory_ratio_max"]
     # trainable parameters by hand, for q_proj (64 -> 64) and v_proj (64 -> 32, two KV heads of 16) of
     # both decoder layers. LoRA r = 2: r (d_in + d_out) = 2 x 128 + 2 x 96 per layer.
@@ -99,6 +114,7 @@ def test_circuit_flops_counts_the_kernels_arithmetic():
         ("train-step", ["--warmup", "-1"], "expected --warmup >= 0; got -1"),
         ("train-step", ["--seq", "1"], "expected --seq >= 2; got 1"),
         ("train-step", ["--repeats", "0"], "expected --repeats >= 1; got 0"),
+        ("train-step", ["--pairs", "0"], "expected --pairs >= 1; got 0"),
         ("simulator", ["--qubits", "1"], "expected --qubits >= 2; got 1"),
         ("simulator", ["--layers", "0"], "expected --layers >= 1; got 0"),
         ("simulator", ["--rows", "0"], "expected --rows >= 1; got 0"),
