@@ -40,6 +40,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -543,19 +544,21 @@ class Kernel:
         ``(L, n)``, ``shared_cs`` and ``phase_cs`` (:meth:`forward`), all contiguous float32 tensors that
         the caller keeps alive.
         """
-        b, d_in = x.shape
-        self._adapter_rows(
-            n,
-            n_layers,
-            b,
-            d_in,
-            out.shape[1],
-            x.data_ptr(),
-            x.stride(0),
-            *pointers,
-            out.data_ptr(),
-            out.stride(0),
-        )
+        self.bind_adapter_rows(n, n_layers, x.shape[1], out.shape[1], pointers)(x, out)
+
+    def bind_adapter_rows(
+        self, n: int, n_layers: int, d_in: int, d_out: int, pointers: tuple[int, ...]
+    ) -> Callable[[Tensor, Tensor], None]:
+        """:meth:`adapter_rows` with everything but ``x`` and ``out`` bound: decoding calls it once per
+        token per adapted module, where every Python step around the foreign call costs about as much
+        as the call itself. The caller keeps the tensors behind ``pointers`` alive."""
+        call, (p, m_c, m_q, offsets, shared, phases) = self._adapter_rows, pointers
+
+        def rows(x: Tensor, out: Tensor) -> None:
+            call(n, n_layers, x.shape[0], d_in, d_out, x.data_ptr(), x.stride(0), p, m_c, m_q, offsets,
+                 shared, phases, out.data_ptr(), out.stride(0))  # fmt: skip
+
+        return rows
 
     def backward(
         self,

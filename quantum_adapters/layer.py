@@ -19,8 +19,9 @@ stored in (PEFT's `autocast_adapter_dtype` decides that); the result is cast bac
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,17 @@ _MERGE_MESSAGE_AB = (
 def merge_message(variants: set[str] | list[str]) -> str:
     """Why merging is refused for adapters of these variants (the circuit's reason when any has one)."""
     return MERGE_MESSAGE if not variants or set(variants) - {"AB"} else _MERGE_MESSAGE_AB
+
+
+class _Folded(NamedTuple):
+    """A layer's inference form (:meth:`QTHALinear.add_fused`): ``P^T`` (r, d_in), ``M_c`` and ``M_q``
+    (r, d_out; None without a circuit), all float32, and ``rows``, the compiled kernel's one-call form of
+    the whole delta for a decoded token's rows (None without the kernel or off the exact simulator)."""
+
+    p_t: torch.Tensor
+    m_c: torch.Tensor
+    m_q: torch.Tensor | None
+    rows: Callable[[torch.Tensor, torch.Tensor], bool] | None
 
 
 class NotMergeableError(RuntimeError):
@@ -230,23 +242,23 @@ class QTHALinear(nn.Module, QTHALayer):
         rebuilt when a weight changes. Equal to ``result + delta`` up to float32 rounding. ``x``:
         (..., d_in) float32; ``result``: the base output (..., d_out), which this may overwrite.
         """
-        p_t, m_c, m_q = self._folded(adapter)
+        folded = self._folded(adapter)
         shape = result.shape
         x2 = x.reshape(-1, x.shape[-1])  # (T, d_in)
         acc = result.reshape(-1, shape[-1])  # (T, d_out)
+        if folded.rows is not None and folded.rows(x2, acc):  # the kernel wrote into result
+            return acc.view(shape)
         into = acc.dtype == torch.float32
-        if into and m_q is not None and (frozen := self.qtha_qnn[adapter].inference_form()) is not None:
-            if frozen.add_linear_rows(x2, p_t, m_c, m_q, acc):
-                return acc.view(shape)
-        c = F.linear(x2, p_t)  # (T, r) circuit input angles (x @ P, P stored as P^T: MKL multiplies
+        c = F.linear(x2, folded.p_t)  # (T, r) circuit input angles (x @ P, P stored as P^T: MKL multiplies
         # a row by a tall, 4-wide matrix several times slower in that orientation)
-        out = torch.addmm(acc, c, m_c) if into else c @ m_c  # (T, d_out), classical path
-        if m_q is not None:
-            out.addmm_(self.qtha_qnn[adapter](c), m_q)  # quantum path
+        out = torch.addmm(acc, c, folded.m_c) if into else c @ folded.m_c  # (T, d_out), classical path
+        if folded.m_q is not None:
+            out.addmm_(self.qtha_qnn[adapter](c), folded.m_q)  # quantum path
         return out.view(shape) if into else result + out.to(acc.dtype).view(shape)
 
-    def _folded(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(P^T, M_c, M_q)`` of :meth:`add_fused` for the adapter's current weights (M_q: None for AB)."""
+    def _folded(self, adapter: str) -> _Folded:
+        """:meth:`add_fused`'s maps for the adapter's current weights (rebuilt when one changes, or when the
+        circuit's execution moves to or from the exact simulator)."""
         cache = self.__dict__.setdefault("_folded_cache", {})
         entry = cache.get(adapter)
         if entry is None:
@@ -256,13 +268,18 @@ class QTHALinear(nn.Module, QTHALayer):
                 if adapter in (mods := getattr(self, name))
                 for p in mods[adapter].parameters()
             ]
-            entry = cache[adapter] = (params, Derived())
-        params, folded = entry
-        return folded.get(params, lambda: self._fold(adapter))
+            entry = cache[adapter] = (
+                params,
+                Derived(),
+                self.qtha_qnn[adapter] if adapter in self.qtha_qnn else None,
+            )
+        params, folded, qnn = entry
+        exact = qnn is not None and qnn.backend == "fast" and not qnn.execution
+        return folded.get(params, lambda: self._fold(adapter), exact)
 
     @torch.no_grad()
-    def _fold(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Build ``(P^T, M_c, M_q)`` (:meth:`add_fused`), in float32 whatever dtype the weights are stored in."""
+    def _fold(self, adapter: str) -> _Folded:
+        """Build :meth:`add_fused`'s maps, in float32 whatever dtype the weights are stored in."""
         f32 = torch.float32
         p_t = self.qtha_w_a[adapter].weight.to(f32)  # (r, m or d_in)
         if adapter in self.qtha_mpo_a:
@@ -270,9 +287,12 @@ class QTHALinear(nn.Module, QTHALayer):
         out = self.qtha_w_b[adapter].weight.to(f32).t() * self.qtha_scaling[adapter]  # (r, m or d_out)
         if adapter in self.qtha_mpo_b:
             out = out @ self.qtha_mpo_b[adapter].to_dense(f32)  # (r, d_out)
-        m_c = self.qtha_cw[adapter].weight.to(f32).t() @ out
-        m_q = self.qtha_qw[adapter].weight.to(f32).t() @ out if adapter in self.qtha_qnn else None
-        return p_t.contiguous(), m_c.contiguous(), None if m_q is None else m_q.contiguous()
+        p_t, m_c = p_t.contiguous(), (self.qtha_cw[adapter].weight.to(f32).t() @ out).contiguous()
+        if adapter not in self.qtha_qnn:
+            return _Folded(p_t, m_c, None, None)
+        m_q = (self.qtha_qw[adapter].weight.to(f32).t() @ out).contiguous()
+        frozen = self.qtha_qnn[adapter].inference_form()
+        return _Folded(p_t, m_c, m_q, None if frozen is None else frozen.bind_linear_rows(p_t, m_c, m_q))
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         adapter_names = kwargs.pop("adapter_names", None)  # PEFT's mixed batches (QTHAModel's hook)
@@ -284,7 +304,23 @@ class QTHALinear(nn.Module, QTHALayer):
         active = [a for a in self.active_adapters if a in self.qtha_w_a]
         if not active:
             return result
+        if len(active) == 1 and self._add_decoded(active[0], x, result):
+            return result
         return self._add_deltas(x, result, dict.fromkeys(active))
+
+    def _add_decoded(self, adapter: str, x: torch.Tensor, result: torch.Tensor) -> bool:
+        """The decoding step's shortcut: one adapter, no gradients, float32, a token's few rows and the
+        compiled kernel. Adds the delta into ``result`` in place with one kernel call and returns True;
+        else False, having written nothing. Each Python step here runs 60 times per generated token on
+        SmolLM2 (and the kernel call itself takes about 3 us), so this skips :meth:`_add_deltas`'s general
+        path (autocast, row groups, dtype casts) where none of it applies."""
+        if torch.is_grad_enabled() or x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
+            return False
+        dropout = self.qtha_dropout[adapter]
+        if dropout.training and isinstance(dropout, nn.Dropout):
+            return False
+        rows = self._folded(adapter).rows
+        return rows is not None and rows(x.reshape(-1, x.shape[-1]), result.view(-1, result.shape[-1]))
 
     def _mixed_batch_forward(
         self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any

@@ -766,20 +766,18 @@ class FrozenCircuit:
         Returns False, having written nothing, where that form does not apply (no kernel, float64
         weights, more than a few rows, rows not of unit stride); the caller then runs the separate ops.
         """
-        if (
-            self.kernel is None
-            or self.dtype != torch.float32
-            or x.shape[0] > _KERNEL_INLINE_ROWS
-            or x.dtype != torch.float32
-            or out.dtype != torch.float32
-            or x.stride(-1) != 1
-            or out.stride(-1) != 1
-        ):
-            return False
-        tables = (self.kernel_rows.data_ptr(), self.kernel_shared.data_ptr(), self.kernel_phases.data_ptr())
-        pointers = (p_t.data_ptr(), m_c.data_ptr(), m_q.data_ptr(), *tables)
-        self.kernel.adapter_rows(self.n, self.n_layers, x, pointers, out)
-        return True
+        rows = self.bind_linear_rows(p_t, m_c, m_q)
+        return rows is not None and rows(x, out)
+
+    def bind_linear_rows(self, p_t: Tensor, m_c: Tensor, m_q: Tensor) -> _LinearRows | None:
+        """:meth:`add_linear_rows` for fixed matrices, their and the circuit's tables' pointers bound once
+        (decoding calls it once per token per module, where each Python step around the kernel call costs
+        about as much as the call), or None where the kernel form never applies (no kernel, float64)."""
+        if self.kernel is None or self.dtype != torch.float32:
+            return None
+        if any(t.dtype != torch.float32 or not t.is_contiguous() for t in (p_t, m_c, m_q)):
+            return None
+        return _LinearRows(self, p_t, m_c, m_q)
 
     def _run_kernel(self, c: Tensor) -> Tensor:
         """<Z_i> of rows ``c`` ``(B, n)`` by the compiled kernel: one allocation and one kernel call."""
@@ -865,3 +863,31 @@ def _ry_dense(theta: Tensor) -> Tensor:
         c, s = torch.cos(t / 2), torch.sin(t / 2)
         out = torch.kron(out, torch.stack([torch.stack([c, -s]), torch.stack([s, c])]))
     return out
+
+
+class _LinearRows:
+    """``rows(x, out) -> bool``: :meth:`FrozenCircuit.add_linear_rows` with its matrices bound; it keeps
+    them and the circuit's tables alive for the pointers it holds."""
+
+    __slots__ = ("_call", "_tensors")
+
+    def __init__(self, frozen: FrozenCircuit, p_t: Tensor, m_c: Tensor, m_q: Tensor) -> None:
+        self._tensors = (p_t, m_c, m_q, frozen.kernel_rows, frozen.kernel_shared, frozen.kernel_phases)
+        pointers = tuple(t.data_ptr() for t in self._tensors)
+        self._call = frozen.kernel.bind_adapter_rows(
+            frozen.n, frozen.n_layers, p_t.shape[1], m_c.shape[1], pointers
+        )
+
+    def __call__(self, x: Tensor, out: Tensor) -> bool:
+        """Add into ``out`` ``(T, d_out)`` for ``x`` ``(T, d_in)``; False (nothing written) where the kernel
+        form does not apply: more than a few rows, not float32, rows not of unit stride."""
+        if (
+            x.shape[0] > _KERNEL_INLINE_ROWS
+            or x.dtype != torch.float32
+            or out.dtype != torch.float32
+            or x.stride(-1) != 1
+            or out.stride(-1) != 1
+        ):
+            return False
+        self._call(x, out)
+        return True

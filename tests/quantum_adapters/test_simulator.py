@@ -480,17 +480,22 @@ def test_layer_inference_form_with_the_kernel_equals_the_differentiable_delta(ex
                 p.copy_(torch.randn_like(p) * 0.5)
     layer.eval()
     calls = []
-    original = simulator.FrozenCircuit.add_linear_rows
+    original = simulator._LinearRows.__call__
 
     def spy(self, *args):
         calls.append(original(self, *args))
         return calls[-1]
 
-    monkeypatch.setattr(simulator.FrozenCircuit, "add_linear_rows", spy)
+    monkeypatch.setattr(simulator._LinearRows, "__call__", spy)
     x = torch.randn(rows, 1, 24)
     with torch.enable_grad():
         reference = layer.base_layer(x) + layer.delta("default", x)
     with torch.inference_mode():
         fused = layer(x)
+        folded = layer.add_fused("default", x, layer.base_layer(x))  # the same through the general path
     torch.testing.assert_close(fused, reference.detach(), rtol=1e-5, atol=1e-5)  # values up to ~40
-    assert calls == ([rows <= simulator._KERNEL_INLINE_ROWS] if execution == "kernel" else [False])
+    torch.testing.assert_close(folded, reference.detach(), rtol=1e-5, atol=1e-5)
+    if execution == "kernel":  # the one-call form ran (and wrote) exactly for a token's few rows
+        assert calls and all(c == (rows <= simulator._KERNEL_INLINE_ROWS) for c in calls)
+    else:  # no kernel: no one-call form is bound, the separate ops run
+        assert calls == []
