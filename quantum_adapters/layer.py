@@ -320,7 +320,9 @@ class QTHALinear(nn.Module, QTHALayer):
         if dropout.training and isinstance(dropout, nn.Dropout):
             return False
         rows = self._folded(adapter).rows
-        return rows is not None and rows(x.reshape(-1, x.shape[-1]), result.view(-1, result.shape[-1]))
+        if rows is None or not result.is_contiguous():  # the kernel must write into result itself
+            return False
+        return rows(x.reshape(-1, x.shape[-1]), result.view(-1, result.shape[-1]))
 
     def _mixed_batch_forward(
         self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any

@@ -499,3 +499,31 @@ def test_layer_inference_form_with_the_kernel_equals_the_differentiable_delta(ex
         assert calls and all(c == (rows <= simulator._KERNEL_INLINE_ROWS) for c in calls)
     else:  # no kernel: no one-call form is bound, the separate ops run
         assert calls == []
+
+
+def test_a_decoded_token_with_a_non_contiguous_base_output_gets_its_delta(execution):
+    """The decoding shortcut adds into the base output in place; where that output is not contiguous (a
+    base layer that returns a strided view) it must not write into a copy: the delta still arrives."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from quantum_adapters import QTHAConfig
+    from quantum_adapters.layer import QTHALinear
+
+    class StridedLinear(nn.Linear):
+        def forward(self, x):
+            b, t, _ = x.shape  # (B, T, d_out) laid out as (B, d_out, T): no (B * T, d_out) view of it exists
+            out = torch.empty(b, self.out_features, t).permute(0, 2, 1)
+            return out.copy_(F.linear(x, self.weight, self.bias))
+
+    torch.manual_seed(0)
+    layer = QTHALinear(StridedLinear(24, 20), "default", QTHAConfig(r=4, n_layers=2, init_weights=False))
+    layer.eval()
+    x = torch.randn(2, 2, 24)  # four rows: a decoded token's few
+    with torch.enable_grad():
+        reference = layer.base_layer(x) + layer.delta("default", x)
+    with torch.inference_mode():
+        assert not layer.base_layer(x).is_contiguous()
+        out = layer(x)
+    assert (reference - layer.base_layer(x)).abs().max() > 1e-3  # the delta is not negligible
+    torch.testing.assert_close(out, reference.detach(), rtol=1e-5, atol=1e-5)
