@@ -5,22 +5,23 @@ glibc's malloc serves every block above its mmap threshold (128 KiB, raised on t
 heap back to the kernel. A training step allocates and frees the same large tensors every time (on
 SmolLM2-135M, batch 4 x 256: the (1024, 49152) logits and their gradient, 200 MB each, and every
 layer's activations), so each step touches about 800 MB of new pages: about 200,000 minor page faults
-a step, measured with ``getrusage`` on this project's 2-core machine, where a step of 2.9 s took 3.3 s
-with them (LoRA and QTHA alike), and where the time they take scatters a step's time by +-10%.
+a step (``getrusage``), which cost time and scatter a step's time by +-10% on this project's 2-core
+machine.
 
 :func:`keep_freed_memory` turns both off with ``mallopt`` (M_MMAP_MAX = 0: large blocks come from the
-heap too; M_TRIM_THRESHOLD at SIZE_MAX: the heap is never trimmed; a step frees more than the 2 GiB an int
-threshold could say), so after a few steps the heap
-stops growing and steps reuse its pages: no page faults. This is what PyTorch's CPU launcher
+heap too; M_TRIM_THRESHOLD at SIZE_MAX: the heap is never trimmed; a step frees more than the 2 GiB an
+int threshold could hold), so after a few steps the heap stops growing and steps reuse its pages: no
+page faults. This is what PyTorch's CPU launcher
 (``torch.backends.xeon.run_cpu``) gets by preloading jemalloc or tcmalloc; mallopt needs no extra
 library. The cost is memory: the process keeps its peak resident size until it ends, and the heap
 fragments (torch allocates 64-byte aligned blocks; the slivers ``posix_memalign`` splits off keep a freed
-block from merging back), so the peak is higher. Measured on SmolLM2-135M with LoRA r = 4, batch 4 x 256,
-8 steps (median of steps 4-8): 3.76 s and 196,000 page faults a step, peak 3.68 GB with glibc's defaults;
-3.00 s and none, peak 4.14 GB (+12%) with this. Huge pages (``THP_MEM_ALLOC_ENABLE=1``) cut the faults
-but not the time (3.61 s), and raising only the mmap threshold to its 32 MiB maximum leaves the
-vocabulary-sized blocks mapped afresh (3.59 s). Set ``QTHA_KEEP_FREED_MEMORY=0`` to keep glibc's
-defaults; off glibc (macOS, musl) it does nothing.
+block from merging back), so the peak is higher. Measured with ``QTHA_KEEP_FREED_MEMORY=0|1 qtha-eval
+bench train-step --r 4 --layers 4 --repeats 2 --pairs 6`` (SmolLM2-135M, batch 4 x 256), back to back:
+LoRA 3.92 -> 3.33 s a step and QTHA 3.97 -> 3.62 s, 221,000 -> 16,000 minor page faults a step (none
+once the heap has settled), peak 3.23 -> 3.60 GB (LoRA). Huge pages (``THP_MEM_ALLOC_ENABLE=1``) cut
+the faults but not the time, and raising only the mmap threshold to its 32 MiB maximum leaves the
+vocabulary-sized blocks mapped afresh (one loop of 8 LoRA steps each). Set ``QTHA_KEEP_FREED_MEMORY=0``
+to keep glibc's defaults; off glibc (macOS, musl) it does nothing.
 """
 
 from __future__ import annotations
