@@ -198,6 +198,9 @@ class QTHALinear(nn.Module, QTHALayer):
         QTHALayer.__init__(self, base_layer, **kwargs)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
+        # the folded maps watch the parameter objects they were built from; loading a state dict with
+        # assign=True replaces those objects, so it drops them
+        self.register_load_state_dict_post_hook(_forget_folded)
 
     def delta(self, adapter: str, x: torch.Tensor) -> torch.Tensor:
         """The adapter's contribution for x (..., d_in) float32, in float32: (..., d_out).
@@ -376,6 +379,11 @@ class QTHALinear(nn.Module, QTHALayer):
 
     def __repr__(self) -> str:
         return "qtha." + super().__repr__()
+
+
+def _forget_folded(module: nn.Module, _incompatible_keys: Any) -> None:
+    """After a state dict is loaded into ``module``: rebuild its folded maps from its current parameters."""
+    module.__dict__.pop("_folded_cache", None)
 
 
 def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:

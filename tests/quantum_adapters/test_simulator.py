@@ -527,3 +527,24 @@ def test_a_decoded_token_with_a_non_contiguous_base_output_gets_its_delta(execut
         out = layer(x)
     assert (reference - layer.base_layer(x)).abs().max() > 1e-3  # the delta is not negligible
     torch.testing.assert_close(out, reference.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_inference_form_follows_a_state_dict_loaded_with_assign(execution):
+    """load_state_dict(assign=True) replaces the parameter objects the folded maps were built from: the
+    next decoded token uses the loaded weights."""
+    from torch import nn
+
+    from quantum_adapters import QTHAConfig
+    from quantum_adapters.layer import QTHALinear
+
+    torch.manual_seed(0)
+    config = QTHAConfig(r=4, n_layers=2, init_weights=False)
+    layer, other = (QTHALinear(nn.Linear(24, 20), "default", config).eval() for _ in range(2))
+    x = torch.randn(1, 1, 24)
+    with torch.inference_mode():
+        before = layer(x)  # builds and caches the folded maps
+    layer.load_state_dict(other.state_dict(), assign=True)
+    with torch.inference_mode():
+        after, expected = layer(x), other(x)
+    assert (before - expected).abs().max() > 1e-3  # the two layers differ
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
