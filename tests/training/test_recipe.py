@@ -36,7 +36,7 @@ def _first_batch_loss(cfg: TrainConfig) -> float:
     order = recipe._batches_for_epoch(len(feats), cfg.batch_size, cfg.seed, 0)[0]
     batch = collate([feats[i] for i in order], tok.pad_token_id)
     model.train()
-    return float(model(**batch).loss)
+    return float(model(**batch).loss.detach())
 
 
 def test_two_step_run_loss_matches_independent_computation(tiny_train_config, tmp_path, isolated_env):
