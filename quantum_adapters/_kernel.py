@@ -536,22 +536,18 @@ class Kernel:
             threads,
         )
 
-    def adapter_rows(self, n: int, n_layers: int, x: Tensor, pointers: tuple[int, ...], out: Tensor) -> None:
-        """``out += c @ M_c + z(c) @ M_q`` with ``c = x @ P``, for a few float32 rows (a decoded token).
+    def bind_adapter_rows(
+        self, n: int, n_layers: int, d_in: int, d_out: int, pointers: tuple[int, ...]
+    ) -> Callable[[Tensor, Tensor], None]:
+        """``rows(x, out)``: ``out += c @ M_c + z(c) @ M_q`` with ``c = x @ P``, for a few float32 rows (a
+        decoded token), everything but ``x`` and ``out`` bound once: decoding calls it once per token per
+        adapted module, where every Python step around the foreign call costs about as much as the call.
 
         ``x`` ``(B, d_in)`` and ``out`` ``(B, d_out)``: float32 with unit stride along a row. ``pointers``:
         data pointers of ``P^T`` ``(n, d_in)``, ``M_c`` and ``M_q`` ``(n, d_out)``, the layer offsets
         ``(L, n)``, ``shared_cs`` and ``phase_cs`` (:meth:`forward`), all contiguous float32 tensors that
         the caller keeps alive.
         """
-        self.bind_adapter_rows(n, n_layers, x.shape[1], out.shape[1], pointers)(x, out)
-
-    def bind_adapter_rows(
-        self, n: int, n_layers: int, d_in: int, d_out: int, pointers: tuple[int, ...]
-    ) -> Callable[[Tensor, Tensor], None]:
-        """:meth:`adapter_rows` with everything but ``x`` and ``out`` bound: decoding calls it once per
-        token per adapted module, where every Python step around the foreign call costs about as much
-        as the call itself. The caller keeps the tensors behind ``pointers`` alive."""
         call, (p, m_c, m_q, offsets, shared, phases) = self._adapter_rows, pointers
 
         def rows(x: Tensor, out: Tensor) -> None:

@@ -758,21 +758,13 @@ class FrozenCircuit:
             z = self._simulate(c)
         return (z if z.dtype == inputs.dtype else z.to(inputs.dtype)).view(inputs.shape)
 
-    def add_linear_rows(self, x: Tensor, p_t: Tensor, m_c: Tensor, m_q: Tensor, out: Tensor) -> bool:
-        """``out += c @ m_c + self(c) @ m_q`` with ``c = x @ p_t^T``, as one kernel call, for the few rows of
-        a decoded token (the layer's folded inference form: ``x`` ``(T, d_in)``, ``p_t`` ``(n, d_in)``,
-        ``m_c``/``m_q`` ``(n, d_out)``, ``out`` ``(T, d_out)``, all float32, the matrices contiguous).
-
-        Returns False, having written nothing, where that form does not apply (no kernel, float64
-        weights, more than a few rows, rows not of unit stride); the caller then runs the separate ops.
-        """
-        rows = self.bind_linear_rows(p_t, m_c, m_q)
-        return rows is not None and rows(x, out)
-
     def bind_linear_rows(self, p_t: Tensor, m_c: Tensor, m_q: Tensor) -> _LinearRows | None:
-        """:meth:`add_linear_rows` for fixed matrices, their and the circuit's tables' pointers bound once
-        (decoding calls it once per token per module, where each Python step around the kernel call costs
-        about as much as the call), or None where the kernel form never applies (no kernel, float64)."""
+        """``rows(x, out) -> bool``: ``out += c @ m_c + self(c) @ m_q`` with ``c = x @ p_t^T`` as one kernel
+        call, for the few rows of a decoded token (the layer's folded inference form: ``p_t`` ``(n, d_in)``,
+        ``m_c``/``m_q`` ``(n, d_out)``, float32, contiguous). The matrices' and the circuit's tables'
+        pointers are bound once: decoding calls it once per token per module, where each Python step
+        around the kernel call costs about as much as the call. None where the kernel form never applies
+        (no kernel, float64 weights or matrices)."""
         if self.kernel is None or self.dtype != torch.float32:
             return None
         if any(t.dtype != torch.float32 or not t.is_contiguous() for t in (p_t, m_c, m_q)):
@@ -866,8 +858,8 @@ def _ry_dense(theta: Tensor) -> Tensor:
 
 
 class _LinearRows:
-    """``rows(x, out) -> bool``: :meth:`FrozenCircuit.add_linear_rows` with its matrices bound; it keeps
-    them and the circuit's tables alive for the pointers it holds."""
+    """``rows(x, out) -> bool`` of :meth:`FrozenCircuit.bind_linear_rows`; it keeps the matrices and the
+    circuit's tables alive for the pointers it holds."""
 
     __slots__ = ("_call", "_tensors")
 

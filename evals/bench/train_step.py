@@ -85,7 +85,7 @@ def _step(model: Any, opt: Any, ids: Any) -> float:
     return time.perf_counter() - t0
 
 
-def _setup(args: argparse.Namespace) -> tuple[str, bool]:
+def _setup() -> tuple[str, bool]:
     """Device, and the allocator set as qtha-train sets it (both methods step without page faults)."""
     import torch
 
@@ -111,7 +111,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     """One method alone in this process: its step times, peak memory and page faults per step."""
     import torch
 
-    device, kept = _setup(args)
+    device, kept = _setup()
     model, opt = _build(args.method, args, device)
     ids = _batch(args, model.config.vocab_size, device)
     if device == "cuda":
@@ -146,7 +146,7 @@ def _interleaved_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Both methods in this one process, stepping in turns: ``args.steps`` pairs of steps (LoRA then
     QTHA, then QTHA then LoRA, ...) after ``args.warmup`` steps of each; each pair's two steps are
     seconds apart on the same machine state, so the machine's drift cancels in their ratio."""
-    device, _kept = _setup(args)
+    device, _kept = _setup()
     models = {m: _build(m, args, device) for m in ("lora", "qtha")}
     ids = _batch(args, models["lora"][0].config.vocab_size, device)
     for _ in range(args.warmup):
